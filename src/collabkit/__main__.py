@@ -1,0 +1,5 @@
+import sys
+
+from collabkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,256 @@
+"""The ``collabkit`` command. This is the only module that parses arguments or prints.
+
+    collabkit train --data ml-latest-small --out runs/demo
+    collabkit train --data ml-100k --data-dir ~/data --epochs 5 --lr 5e-3 --wd 0.1
+    collabkit train --data ratings.csv --user-col uid --item-col iid --rating-col stars
+
+A user error prints one line, ``collabkit: error: ...``, and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from collabkit import __version__
+from collabkit.data import CollabDataLoaders, read_ratings_file
+from collabkit.data.ratings import DUPLICATE_POLICIES
+from collabkit.datasets import DATASETS, Dataset, load_dataset
+from collabkit.errors import CollabkitError
+from collabkit.metrics import mae, rmse
+from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rule
+from collabkit.recommend import Recommender
+from collabkit.training import WD_MODES, Learner
+
+log = logging.getLogger("collabkit")
+
+MODELS = ("dot", "dot-bias", "nn")
+
+
+class CliError(CollabkitError):
+    """A problem with the command line itself."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collabkit",
+        description="Collaborative filtering: train rating models, save them, ask them questions.",
+    )
+    parser.add_argument("--version", action="version", version=f"collabkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    train = commands.add_parser(
+        "train",
+        help="train a model on a ratings table and report validation RMSE/MAE",
+        description="Train a model, print the epoch table, validation RMSE and MAE and a few predictions, "
+        "and optionally save the model (safetensors + JSON) with --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = train.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        default="ml-latest-small",
+        help=f"a dataset name ({', '.join(DATASETS)}) or a CSV/Parquet file of ratings",
+    )
+    data.add_argument("--data-dir", help="folder holding ml-100k (or its parent); default $COLLABKIT_DATA_DIR")
+    data.add_argument("--user-col", help="user id column of a ratings file (default: the first column)")
+    data.add_argument("--item-col", help="item id column of a ratings file (default: the second column)")
+    data.add_argument("--rating-col", help="rating column of a ratings file (default: the third column)")
+    data.add_argument("--title-col", help="item title column of a ratings file, shown beside predictions")
+    data.add_argument(
+        "--duplicates", choices=DUPLICATE_POLICIES, default="error", help="what to do with repeated (user, item) pairs"
+    )
+    data.add_argument("--valid-pct", type=float, default=0.2, help="share of ratings held out for validation")
+    data.add_argument("--seed", type=int, default=42, help="seed for the split, the initial weights and shuffling")
+
+    model = train.add_argument_group("model")
+    model.add_argument("--model", choices=MODELS, default="dot-bias", help="dot product, with biases, or a neural net")
+    model.add_argument("--n-factors", type=_positive_int, default=50, help="embedding width")
+    model.add_argument(
+        "--y-range",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="output range; default: 0 (or the lowest rating, if negative) to 10%% above the highest rating",
+    )
+    model.add_argument("--layers", type=_positive_int, nargs="+", default=[100, 50], help="hidden layers of --model nn")
+
+    fit = train.add_argument_group("training (fit_one_cycle)")
+    fit.add_argument("--epochs", type=_positive_int, default=5)
+    fit.add_argument("--lr", type=float, default=5e-3, help="peak learning rate of the 1cycle schedule")
+    fit.add_argument("--wd", type=float, default=0.1, help="weight decay")
+    fit.add_argument("--wd-mode", choices=WD_MODES, default="decoupled", help="how weight decay is applied")
+    fit.add_argument("--bs", type=_positive_int, default=64, help="batch size")
+    fit.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (1 is fastest at small bs)")
+    fit.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    out = train.add_argument_group("output")
+    out.add_argument("--out", type=Path, help="save the trained model to this directory")
+    out.add_argument("--show", type=int, default=8, help="how many validation predictions to print")
+    return parser
+
+
+def _load_table(args: argparse.Namespace) -> Dataset:
+    """A named dataset, or a ratings file with the columns the flags name."""
+    path = Path(args.data)
+    if args.data in DATASETS and not path.is_file():
+        return load_dataset(args.data, args.data_dir)
+    if not path.exists():
+        raise CliError(f"--data {args.data!r} is neither a dataset name ({', '.join(DATASETS)}) nor an existing file")
+    frame = read_ratings_file(path)
+    columns = list(frame.columns)
+    user = args.user_col or (columns[0] if columns else "")
+    item = args.item_col or (columns[1] if len(columns) > 1 else "")
+    rating = args.rating_col or (columns[2] if len(columns) > 2 else "")
+    titles = pd.Series(dtype=object)
+    if args.title_col:
+        if args.title_col not in frame.columns:
+            raise CliError(f"--title-col {args.title_col!r} not found; the file has columns {columns}")
+        titles = frame.drop_duplicates(item).set_index(item)[args.title_col]
+    return Dataset(path.name, frame, user, item, rating, titles)
+
+
+def default_y_range(ratings: np.ndarray) -> tuple[float, float]:
+    """0 (or the lowest rating if negative) to 10% above the highest: (0, 5.5) for 1-5 stars."""
+    low = min(0.0, float(ratings.min()))
+    high = float(ratings.max())
+    return low, high + 0.1 * (high - low)
+
+
+def _build_model(args: argparse.Namespace, dls: CollabDataLoaders, y_range: tuple[float, float]) -> torch.nn.Module:
+    n_users, n_items = len(dls.users), len(dls.items)
+    if args.model == "dot":
+        return DotProduct(n_users, n_items, args.n_factors, y_range)
+    if args.model == "dot-bias":
+        return DotProductBias(n_users, n_items, args.n_factors, y_range)
+    emb_szs = [(n_users, emb_sz_rule(n_users)), (n_items, emb_sz_rule(n_items))]
+    return EmbeddingNN(emb_szs, layers=args.layers, y_range=y_range)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise CliError(f"--device {name!r} is not a device torch knows ({exc})") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {name} asked for CUDA, but torch sees no GPU here")
+    return device
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if not 0.0 < args.valid_pct < 1.0:
+        raise CliError(f"--valid-pct must be between 0 and 1 (exclusive), got {args.valid_pct}")
+    if args.lr <= 0 or args.wd < 0:
+        raise CliError(f"--lr must be > 0 and --wd >= 0, got --lr {args.lr} --wd {args.wd}")
+    started = time.perf_counter()
+    dataset = _load_table(args)
+    torch.manual_seed(args.seed)
+    dls = CollabDataLoaders.from_df(
+        dataset.ratings,
+        valid_pct=args.valid_pct,
+        user_name=dataset.user_col,
+        item_name=dataset.item_col,
+        rating_name=dataset.rating_col,
+        seed=args.seed,
+        bs=args.bs,
+        duplicates=args.duplicates,
+        device=_device(args.device),
+    )
+    y_range = tuple(args.y_range) if args.y_range else default_y_range(dls.train.y.cpu().numpy())
+    print(
+        f"{dataset.name}: {dls.train.n:,} train / {dls.valid.n:,} valid ratings, "
+        f"{len(dls.users):,} users, {len(dls.items):,} items; model {args.model}, y_range {y_range}"
+    )
+    model = _build_model(args, dls, y_range)
+    learn = Learner(
+        dls,
+        model,
+        lr=args.lr,
+        wd=args.wd,
+        wd_mode=args.wd_mode,
+        metrics=[rmse],
+        progress=True,
+        n_threads=args.threads,
+    )
+    if args.no_progress:
+        learn.cbs = []
+    learn.fit_one_cycle(args.epochs, args.lr, wd=args.wd)
+    preds, targs = learn.get_preds()
+    valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
+    print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.1f} s in all)")
+
+    titles = dataset.titles.to_dict() if len(dataset.titles) else None
+    info = {
+        "data": dataset.name,
+        "model": args.model,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "wd": args.wd,
+        "wd_mode": args.wd_mode,
+        "bs": args.bs,
+        "seed": args.seed,
+        "valid_pct": args.valid_pct,
+        "valid_rmse": valid_rmse,
+        "valid_mae": valid_mae,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    recommender = Recommender.from_learner(learn, titles=titles, info=info)
+    if args.show > 0 and dls.valid.n:
+        _print_samples(recommender, dls, preds, args.show)
+    if args.out is not None:
+        recommender.save(args.out)
+        print(f"\nsaved model to {args.out}/ (model.safetensors, config.json, vocab.json)")
+    return 0
+
+
+def _print_samples(recommender: Recommender, dls: CollabDataLoaders, preds: torch.Tensor, n: int) -> None:
+    """A few validation ratings beside their predictions, with titles when known."""
+    rows = np.random.default_rng(0).choice(dls.valid.n, size=min(n, dls.valid.n), replace=False)
+    sample = dls.decode(dls.valid.x[rows], dls.valid.y[rows])
+    sample["predicted"] = preds[rows].cpu().numpy().round(2)
+    if recommender.titles is not None:
+        sample.insert(2, "title", [recommender.titles[i] for i in dls.valid.x[rows, 1].tolist()])
+    print("\nvalidation ratings beside the model's predictions:")
+    print(sample.to_string(index=False))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return cmd_train(args)
+    except KeyboardInterrupt:
+        print("collabkit: interrupted", file=sys.stderr)
+        return 130
+    except (CollabkitError, ValueError, OSError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"collabkit: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Encoded ratings as index tensors, and the batches cut from them.
+
+The hot path of training is :class:`IndexBatches`: the (user, item) index pairs
+and the ratings live in two tensors; each epoch draws one permutation and hands
+out slices of it. There is no per-row ``Dataset.__getitem__`` and no collate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from collabkit.data.ratings import Duplicates, validate_ratings
+from collabkit.data.splits import random_split
+from collabkit.data.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+class IndexBatches:
+    """Mini-batches of ``(x, y)`` from index tensors.
+
+    Args:
+        x: ``(n, 2)`` int64 tensor of (user row, item row).
+        y: ``(n,)`` float32 tensor of ratings.
+        bs: batch size.
+        shuffle: draw a new permutation each epoch (training) or keep order.
+        drop_last: drop a final short batch (fastai does this for training).
+        generator: the random source for shuffling; ``None`` uses torch's global one.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        bs: int = 64,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"x must be (n, 2) and y (n,), got {tuple(x.shape)} and {tuple(y.shape)}")
+        if bs < 1:
+            raise ValueError(f"bs (batch size) must be a positive integer, got {bs}")
+        self.x, self.y = x, y
+        self.bs, self.shuffle, self.drop_last = int(bs), shuffle, drop_last
+        self.generator = generator
+
+    @property
+    def n(self) -> int:
+        """Number of rows."""
+        return int(self.x.shape[0])
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.bs)
+        return full if (self.drop_last or rest == 0) else full + 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.x, self.y
+        if self.shuffle:
+            perm = torch.randperm(self.n, generator=self.generator).to(x.device)
+            x, y = x[perm], y[perm]
+        stop = len(self) * self.bs
+        for start in range(0, min(stop, self.n), self.bs):
+            yield x[start : start + self.bs], y[start : start + self.bs]
+
+    def one_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first batch of a fresh epoch."""
+        return next(iter(self))
+
+    def to(self, device: torch.device | str) -> IndexBatches:
+        """Move the tensors to ``device`` (in place); returns self."""
+        self.x, self.y = self.x.to(device), self.y.to(device)
+        return self
+
+
+class CollabDataLoaders:
+    """Training and validation batches over one ratings table, plus its vocabularies.
+
+    Build it with :meth:`from_df` (random split), :meth:`from_frames`
+    (a split you already have) or :meth:`from_csv`.
+
+    Attributes:
+        train, valid: :class:`IndexBatches`.
+        classes: ``{user_name: Vocabulary, item_name: Vocabulary}``. The
+            vocabularies cover both splits, and have no hidden ``#na#`` row, so
+            ``len(dls.classes[user_name])`` is the true number of users.
+        user_name, item_name, rating_name: the column names used.
+        n_valid_only: ``{"user": k, "item": m}``: ids seen only in validation;
+            their rows are never trained (their predictions fall back on biases).
+    """
+
+    def __init__(
+        self,
+        train: IndexBatches,
+        valid: IndexBatches,
+        classes: dict[str, Vocabulary],
+        user_name: str,
+        item_name: str,
+        rating_name: str,
+        n_valid_only: dict[str, int] | None = None,
+    ) -> None:
+        self.train, self.valid = train, valid
+        self.classes = classes
+        self.user_name, self.item_name, self.rating_name = user_name, item_name, rating_name
+        self.n_valid_only = n_valid_only or {"user": 0, "item": 0}
+
+    # --- construction ---------------------------------------------------------
+    @classmethod
+    def from_df(
+        cls,
+        ratings: pd.DataFrame,
+        valid_pct: float = 0.2,
+        user_name: str | None = None,
+        item_name: str | None = None,
+        rating_name: str | None = None,
+        seed: int | None = None,
+        bs: int = 64,
+        val_bs: int | None = None,
+        duplicates: Duplicates = "error",
+        device: torch.device | str | None = None,
+    ) -> CollabDataLoaders:
+        """Validate ``ratings``, split it at random (``valid_pct``, ``seed``) and batch it.
+
+        Column names default to the first three columns (user, item, rating).
+        The split is fastai's ``RandomSplitter`` recipe, so a seed gives the
+        same rows as fastai with that seed. See :func:`validate_ratings` for
+        ``duplicates``.
+        """
+        clean = validate_ratings(ratings, user_name, item_name, rating_name, duplicates=duplicates)
+        train_idx, valid_idx = random_split(len(clean), valid_pct, seed)
+        return cls._from_clean(clean.iloc[train_idx], clean.iloc[valid_idx], bs, val_bs, seed, device)
+
+    @classmethod
+    def from_frames(
+        cls,
+        train: pd.DataFrame,
+        valid: pd.DataFrame,
+        user_name: str | None = None,
+        item_name: str | None = None,
+        rating_name: str | None = None,
+        bs: int = 64,
+        val_bs: int | None = None,
+        seed: int | None = None,
+        duplicates: Duplicates = "error",
+        device: torch.device | str | None = None,
+    ) -> CollabDataLoaders:
+        """Batch a train/valid split that already exists (e.g. MovieLens ``u1.base``/``u1.test``)."""
+        train = validate_ratings(train, user_name, item_name, rating_name, duplicates=duplicates)
+        if len(valid):
+            valid = validate_ratings(valid, *train.columns[:3], duplicates=duplicates)
+        else:
+            valid = train.iloc[:0]
+        return cls._from_clean(train, valid, bs, val_bs, seed, device)
+
+    @classmethod
+    def _from_clean(
+        cls,
+        train: pd.DataFrame,
+        valid: pd.DataFrame,
+        bs: int,
+        val_bs: int | None,
+        seed: int | None,
+        device: torch.device | str | None,
+    ) -> CollabDataLoaders:
+        """Vocabularies, index tensors and batches from two validated frames."""
+        user_name, item_name, rating_name = (str(c) for c in train.columns[:3])
+        both = pd.concat([train, valid], ignore_index=True)
+        users = Vocabulary.from_values(both[user_name], name=user_name)
+        items = Vocabulary.from_values(both[item_name], name=item_name)
+        n_valid_only = {
+            "user": int(len(users) - train[user_name].nunique()),
+            "item": int(len(items) - train[item_name].nunique()),
+        }
+        if any(n_valid_only.values()):
+            log.info(
+                "%d user(s) and %d item(s) appear only in validation; their embeddings stay untrained",
+                n_valid_only["user"],
+                n_valid_only["item"],
+            )
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        train_batches = IndexBatches(
+            *cls._encode(train, users, items), bs=bs, shuffle=True, drop_last=True, generator=generator
+        )
+        valid_batches = IndexBatches(*cls._encode(valid, users, items), bs=val_bs or max(bs, 4096))
+        dls = cls(
+            train_batches,
+            valid_batches,
+            {user_name: users, item_name: items},
+            user_name,
+            item_name,
+            rating_name,
+            n_valid_only,
+        )
+        return dls.to(device) if device is not None else dls
+
+    @classmethod
+    def from_csv(cls, csv: str, **kwargs) -> CollabDataLoaders:
+        """Read ``csv`` with pandas and call :meth:`from_df` with the same keywords."""
+        return cls.from_df(pd.read_csv(csv), **kwargs)
+
+    @staticmethod
+    def _encode(frame: pd.DataFrame, users: Vocabulary, items: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
+        u = users.index_strict(frame.iloc[:, 0])
+        i = items.index_strict(frame.iloc[:, 1])
+        x = torch.from_numpy(np.stack([u, i], axis=1))
+        y = torch.from_numpy(frame.iloc[:, 2].to_numpy(dtype=np.float32, copy=True))
+        return x, y
+
+    # --- use -----------------------------------------------------------------
+    @property
+    def users(self) -> Vocabulary:
+        return self.classes[self.user_name]
+
+    @property
+    def items(self) -> Vocabulary:
+        return self.classes[self.item_name]
+
+    @property
+    def device(self) -> torch.device:
+        return self.train.x.device
+
+    def to(self, device: torch.device | str) -> CollabDataLoaders:
+        """Move both splits to ``device``; returns self."""
+        self.train.to(device)
+        self.valid.to(device)
+        return self
+
+    def decode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> pd.DataFrame:
+        """Index pairs (and ratings) back to a frame of raw ids."""
+        x = x.detach().cpu().numpy()
+        frame = pd.DataFrame(
+            {
+                self.user_name: self.users.ids[x[:, 0]],
+                self.item_name: self.items.ids[x[:, 1]],
+            }
+        )
+        if y is not None:
+            frame[self.rating_name] = y.detach().cpu().numpy().reshape(-1)
+        return frame
+
+    def show_batch(self, max_n: int = 9) -> pd.DataFrame:
+        """The first ``max_n`` rows of a training batch, decoded to raw ids."""
+        x, y = self.train.one_batch()
+        return self.decode(x[:max_n], y[:max_n])
+
+    def __repr__(self) -> str:
+        return (
+            f"CollabDataLoaders({self.train.n} train / {self.valid.n} valid ratings, "
+            f"{len(self.users)} {self.user_name}s, {len(self.items)} {self.item_name}s, bs={self.train.bs})"
+        )

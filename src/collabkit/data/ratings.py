@@ -1,0 +1,195 @@
+"""Check a ratings table before anything is learned from it.
+
+:func:`validate_ratings` is the single gate every table passes through
+(DataFrame, CSV or Parquet). It returns a clean three-column frame
+``user, item, rating`` (plus any extra columns asked for) or raises
+:class:`~collabkit.errors.DataError` with a message that names the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from collabkit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+Duplicates = Literal["error", "mean", "last", "keep"]
+DUPLICATE_POLICIES: tuple[str, ...] = ("error", "mean", "last", "keep")
+
+
+class RatingRangeWarning(UserWarning):
+    """Ratings fall outside the model's ``y_range`` and can never be predicted."""
+
+
+def _rows_preview(frame: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int = 3) -> str:
+    rows = frame[np.asarray(mask)].head(limit)
+    return "; ".join(f"row {idx}: {dict(row)}" for idx, row in rows.iterrows())
+
+
+def _resolve_column(frame: pd.DataFrame, name: str | None, position: int, role: str) -> str:
+    columns = list(frame.columns)
+    if name is None:
+        if len(columns) <= position:
+            raise DataError(
+                f"no {role} column given and the table has only {len(columns)} column(s) "
+                f"{columns}; the {role} column defaults to column {position + 1}"
+            )
+        return columns[position]
+    if name not in frame.columns:
+        raise DataError(f"{role} column {name!r} not found; the table has columns {columns}")
+    return name
+
+
+def _clean_ids(values: pd.Series, role: str) -> pd.Series:
+    if values.isna().any():
+        n = int(values.isna().sum())
+        raise DataError(f"{n} row(s) have a missing {role} id, e.g. at row(s) {values.index[values.isna()][:3].tolist()}")
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_string_dtype(values):
+        return values
+    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
+        return values.astype(np.int64)  # ids read as floats (e.g. 1.0) are ints really
+    return values.astype(str)
+
+
+def validate_ratings(
+    frame: pd.DataFrame,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    rating_col: str | None = None,
+    duplicates: Duplicates = "error",
+    keep_columns: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Check a ratings table and return it as columns ``user_col, item_col, rating_col``.
+
+    Args:
+        frame: one row per rating.
+        user_col, item_col, rating_col: column names; ``None`` takes the first,
+            second and third column (fastai's convention).
+        duplicates: what to do with repeated (user, item) pairs: ``"error"``
+            (default), ``"mean"`` (average them), ``"last"`` (keep the last row)
+            or ``"keep"`` (keep every row as its own sample, as fastai does).
+        keep_columns: extra columns to carry along (e.g. a title), if present.
+
+    Returns:
+        A new frame with the three columns first, ratings as float32 and a
+        fresh 0..n-1 index.
+
+    Raises:
+        DataError: empty table, missing column, missing ids, NaN/inf or
+            non-numeric ratings, duplicates under ``"error"``, fewer than two
+            users or items.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"ratings must be a pandas DataFrame, got {type(frame).__name__}")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
+    if len(frame) == 0:
+        raise DataError("the ratings table is empty: it has no rows")
+    user_col = _resolve_column(frame, user_col, 0, "user")
+    item_col = _resolve_column(frame, item_col, 1, "item")
+    rating_col = _resolve_column(frame, rating_col, 2, "rating")
+    if len({user_col, item_col, rating_col}) < 3:
+        raise DataError(f"user, item and rating columns must differ, got {user_col!r}, {item_col!r}, {rating_col!r}")
+
+    extra = [c for c in keep_columns if c in frame.columns and c not in (user_col, item_col, rating_col)]
+    out = frame[[user_col, item_col, rating_col, *extra]].reset_index(drop=True)
+
+    raw = out[rating_col]
+    numeric = pd.to_numeric(raw, errors="coerce")
+    bad_type = numeric.isna() & raw.notna()
+    if bad_type.any():
+        raise DataError(
+            f"{int(bad_type.sum())} non-numeric rating(s) in column {rating_col!r}; first: "
+            + _rows_preview(out, bad_type)
+        )
+    values = numeric.to_numpy(dtype=np.float64)
+    not_finite = ~np.isfinite(values)
+    if not_finite.any():
+        raise DataError(
+            f"{int(not_finite.sum())} rating(s) are NaN or infinite in column {rating_col!r}; first: "
+            + _rows_preview(out, not_finite)
+        )
+    out[rating_col] = values.astype(np.float32)
+    out[user_col] = _clean_ids(out[user_col], "user")
+    out[item_col] = _clean_ids(out[item_col], "item")
+
+    pair = [user_col, item_col]
+    repeated = out.duplicated(pair, keep=False)
+    if repeated.any():
+        n_pairs = int(out[repeated].groupby(pair, sort=False).ngroups)
+        if duplicates == "error":
+            raise DataError(
+                f"{n_pairs} (user, item) pair(s) appear more than once ({int(repeated.sum())} rows); first: "
+                + _rows_preview(out, repeated)
+                + ". Pass duplicates='mean' to average them, 'last' to keep the last, or 'keep' to keep all rows"
+            )
+        if duplicates == "mean":
+            agg = {rating_col: "mean", **{c: "first" for c in extra}}
+            out = out.groupby(pair, sort=False, as_index=False).agg(agg)
+            out[rating_col] = out[rating_col].astype(np.float32)
+        elif duplicates == "last":
+            out = out.drop_duplicates(pair, keep="last").reset_index(drop=True)
+        if duplicates == "keep":
+            log.warning(
+                "%d rows share a (user, item) pair with another row; they are kept as separate samples "
+                "(duplicates='keep', as fastai does). Pass duplicates='mean' to average them",
+                int(repeated.sum()),
+            )
+        else:
+            log.info("%d (user, item) pairs were repeated; duplicates=%r", n_pairs, duplicates)
+
+    for col, role in ((user_col, "user"), (item_col, "item")):
+        n = out[col].nunique()
+        if n < 2:
+            raise DataError(f"collaborative filtering needs at least 2 distinct {role}s; column {col!r} has {n}")
+    return out
+
+
+def check_y_range(ratings: np.ndarray, y_range: tuple[float, float] | None) -> None:
+    """Warn (``RatingRangeWarning``) when ratings fall outside ``y_range``."""
+    if y_range is None or len(ratings) == 0:
+        return
+    low, high = float(y_range[0]), float(y_range[1])
+    if low >= high:
+        raise ValueError(f"y_range must be (low, high) with low < high, got {y_range}")
+    outside = (ratings < low) | (ratings > high)
+    if outside.any():
+        warnings.warn(
+            f"{int(outside.sum())} rating(s) lie outside y_range={y_range} "
+            f"(ratings span {float(ratings.min())}..{float(ratings.max())}); the model cannot predict them",
+            RatingRangeWarning,
+            stacklevel=3,
+        )
+
+
+def read_ratings_file(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+    """Read a CSV (or other delimited text) or Parquet file of ratings.
+
+    The format is chosen by the suffix: ``.parquet``/``.pq`` is Parquet, anything
+    else is delimited text with a header row (``sep=None`` sniffs the delimiter
+    for ``.tsv``/``.txt``/``.dat``, and uses commas for ``.csv``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"ratings file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path)
+        except ImportError as exc:
+            raise DataError("reading Parquet needs pyarrow: pip install 'collabkit[parquet]'") from exc
+        except Exception as exc:  # pyarrow raises its own types for corrupt files
+            raise DataError(f"cannot read Parquet file {str(path)!r}: {exc}") from exc
+    if sep is None and suffix == ".csv":
+        sep = ","
+    try:
+        return pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot parse ratings file {str(path)!r}: {exc}") from exc

@@ -1,0 +1,210 @@
+"""Save and load a trained model as a directory, with no pickle anywhere.
+
+A model directory holds three files::
+
+    model.safetensors   the weights (safetensors: tensors only, no code)
+    config.json         format version, model class and constructor arguments,
+                        column names, and what the training run recorded
+    vocab.json          the raw user and item ids in row order, and item titles
+
+:func:`save_model` writes into a temporary sibling directory and renames it
+into place only when every file is complete, so a failed save leaves any
+previous model untouched and never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from collabkit.data.vocab import Vocabulary
+from collabkit.errors import ModelFileError
+from collabkit.models import DotProduct, DotProductBias, EmbeddingNN
+
+FORMAT = "collabkit-model"
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
+
+MODEL_CLASSES: dict[str, type[nn.Module]] = {
+    "DotProduct": DotProduct,
+    "DotProductBias": DotProductBias,
+    "EmbeddingNN": EmbeddingNN,
+}
+
+
+@dataclass
+class LoadedModel:
+    """What :func:`load_model` returns: the rebuilt model (in eval mode) and its metadata."""
+
+    model: nn.Module
+    users: Vocabulary
+    items: Vocabulary
+    columns: dict[str, str]
+    titles: list[str | None] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _model_class_name(model: nn.Module) -> str:
+    for klass in type(model).__mro__:
+        for name, registered in MODEL_CLASSES.items():
+            if klass is registered:
+                return name
+    raise ModelFileError(
+        f"cannot save a {type(model).__name__}: only collabkit's built-in models "
+        f"({', '.join(MODEL_CLASSES)}) can be rebuilt from a config file"
+    )
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, ensure_ascii=False, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _is_replaceable(path: Path) -> bool:
+    """Only an empty directory or a previous collabkit model may be replaced."""
+    if not path.is_dir():
+        return False
+    entries = list(path.iterdir())
+    return not entries or (path / CONFIG).is_file() and set(e.name for e in entries) <= {WEIGHTS, CONFIG, VOCAB}
+
+
+def save_model(
+    path: str | Path,
+    model: nn.Module,
+    users: Vocabulary,
+    items: Vocabulary,
+    columns: dict[str, str],
+    titles: list[str | None] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its vocabularies to the directory ``path``, atomically.
+
+    Args:
+        path: the model directory; an existing collabkit model there is replaced.
+        model: a built-in model (``DotProduct``, ``DotProductBias``, ``EmbeddingNN``).
+        users, items: the vocabularies whose rows the model's tables follow.
+        columns: ``{"user": ..., "item": ..., "rating": ...}`` column names.
+        titles: optional title per item row.
+        info: anything JSON-serialisable to keep with the model (data, epochs, metrics).
+
+    Returns:
+        The directory written.
+    """
+    path = Path(path)
+    class_name = _model_class_name(model)
+    if path.exists() and not _is_replaceable(path):
+        raise ModelFileError(f"{str(path)!r} exists and is not a collabkit model directory; refusing to overwrite it")
+    if titles is not None and len(titles) != len(items):
+        raise ValueError(f"titles must give one entry per item ({len(items)}), got {len(titles)}")
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {"class": class_name, "config": model.config()},
+        "columns": dict(columns),
+        "info": info or {},
+    }
+    vocab = {"users": users.to_list(), "items": items.to_list(), "titles": titles}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
+    try:
+        save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
+        _write_json(staging / CONFIG, config)
+        _write_json(staging / VOCAB, vocab)
+        if path.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, retired / "model")
+            os.replace(staging, path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ModelFileError(f"{str(path.parent)!r} is not a collabkit model directory: {path.name} is missing")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            payload = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{str(path)!r} is corrupt: not valid JSON ({exc})") from exc
+    if not isinstance(payload, dict):
+        raise ModelFileError(f"{str(path)!r} is corrupt: expected a JSON object")
+    return payload
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Rebuild a model saved by :func:`save_model`; weights load without running any code.
+
+    Raises:
+        ModelFileError: the directory or a file is missing, corrupt, from an
+            unknown format version, or inconsistent with the others.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFileError(f"no model directory at {str(path)!r}")
+    config = _read_json(path / CONFIG)
+    vocab = _read_json(path / VOCAB)
+    if config.get("format") != FORMAT:
+        raise ModelFileError(f"{str(path / CONFIG)!r} is not a collabkit model config (format={config.get('format')!r})")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{str(path)!r} has model format version {config.get('format_version')!r}; "
+            f"this collabkit reads version {FORMAT_VERSION}"
+        )
+    try:
+        spec = config["model"]
+        klass = MODEL_CLASSES[spec["class"]]
+        model = klass(**spec["config"])
+        users = Vocabulary(vocab["users"], name=config["columns"]["user"])
+        items = Vocabulary(vocab["items"], name=config["columns"]["item"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{str(path)!r} has an inconsistent config or vocabulary: {exc!r}") from exc
+    weights_path = path / WEIGHTS
+    if not weights_path.is_file():
+        raise ModelFileError(f"{str(path)!r} is not a collabkit model directory: {WEIGHTS} is missing")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{str(weights_path)!r} is corrupt: {exc}") from exc
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[:3]
+        raise ModelFileError(f"{str(weights_path)!r} does not match its config: {' '.join(first)}") from exc
+    n_rows = {k: v.shape[0] for k, v in tensors.items() if k.endswith("weight") and v.ndim == 2}
+    expected = _expected_rows(spec["class"], len(users), len(items))
+    for key, rows in expected.items():
+        if n_rows.get(key) != rows:
+            raise ModelFileError(
+                f"{str(path)!r}: {key} has {n_rows.get(key)} rows but vocab.json lists {rows} ids"
+            )
+    titles = vocab.get("titles")
+    if titles is not None and len(titles) != len(items):
+        raise ModelFileError(f"{str(path / VOCAB)!r}: {len(titles)} titles for {len(items)} items")
+    model.eval()
+    return LoadedModel(model, users, items, dict(config["columns"]), titles, dict(config.get("info", {})))
+
+
+def _expected_rows(class_name: str, n_users: int, n_items: int) -> dict[str, int]:
+    if class_name == "EmbeddingNN":
+        return {"embeds.0.weight": n_users, "embeds.1.weight": n_items}
+    return {"u_weight.weight": n_users, "i_weight.weight": n_items}
+

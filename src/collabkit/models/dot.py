@@ -1,0 +1,100 @@
+"""Matrix factorisation: a rating is the dot product of a user vector and an item vector."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from collabkit.models.layers import Embedding, sigmoid_range
+
+
+def _check_sizes(n_users: int, n_items: int, n_factors: int, y_range: tuple[float, float] | None) -> None:
+    for name, value in (("n_users", n_users), ("n_items", n_items), ("n_factors", n_factors)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if y_range is not None and not (len(y_range) == 2 and float(y_range[0]) < float(y_range[1])):
+        raise ValueError(f"y_range must be (low, high) with low < high, got {y_range!r}")
+
+
+class DotProduct(nn.Module):
+    """The lesson's first model.
+
+    Prediction::
+
+        r̂(u, i) = p_u · q_i                      (y_range=None)
+        r̂(u, i) = sigmoid_range(p_u · q_i, *y_range)
+
+    Args:
+        n_users, n_items: rows of the two embedding tables.
+        n_factors: length of each user and item vector.
+        y_range: optional (low, high) output range.
+
+    ``forward`` takes ``x`` of shape ``(batch, 2)`` holding (user row, item row)
+    and returns ``(batch,)`` predicted ratings.
+    """
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: tuple[float, float] | None = None):
+        super().__init__()
+        _check_sizes(n_users, n_items, n_factors, y_range)
+        self.u_weight = Embedding(n_users, n_factors)
+        self.i_weight = Embedding(n_items, n_factors)
+        self.y_range = tuple(float(v) for v in y_range) if y_range is not None else None
+        self._config = {"n_users": n_users, "n_items": n_items, "n_factors": n_factors, "y_range": self.y_range}
+
+    def config(self) -> dict:
+        """The constructor arguments, JSON-ready: ``type(self)(**m.config())`` rebuilds the model."""
+        return dict(self._config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = (self.u_weight(x[:, 0]) * self.i_weight(x[:, 1])).sum(dim=1)
+        return res if self.y_range is None else sigmoid_range(res, *self.y_range)
+
+
+class DotProductBias(nn.Module):
+    """Dot product plus a user bias and an item bias, squashed into ``y_range``.
+
+    The same model as fastai's ``EmbeddingDotBias`` (and the lesson's
+    ``DotProductBias``), with fastai's attribute names.
+
+    Prediction::
+
+        r̂(u, i) = sigmoid_range(p_u · q_i + b_u + b_i, *y_range)
+
+    Trained with MSE and weight decay ``wd`` this minimises, in the L2 form,
+    ``Σ (r - r̂)² / n + wd · (‖P‖² + ‖Q‖² + ‖b_user‖² + ‖b_item‖²)``.
+
+    Args:
+        n_users, n_items: rows of the embedding tables.
+        n_factors: length of each user and item vector.
+        y_range: (low, high) output range, or ``None`` for an unbounded output.
+
+    Attributes:
+        u_weight, i_weight: ``Embedding(n, n_factors)`` factor tables.
+        u_bias, i_bias: ``Embedding(n, 1)`` bias tables.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int = 50,
+        y_range: tuple[float, float] | None = (0.0, 5.5),
+    ):
+        super().__init__()
+        _check_sizes(n_users, n_items, n_factors, y_range)
+        self.u_weight = Embedding(n_users, n_factors)
+        self.i_weight = Embedding(n_items, n_factors)
+        self.u_bias = Embedding(n_users, 1)
+        self.i_bias = Embedding(n_items, 1)
+        self.y_range = tuple(float(v) for v in y_range) if y_range is not None else None
+        self._config = {"n_users": n_users, "n_items": n_items, "n_factors": n_factors, "y_range": self.y_range}
+
+    def config(self) -> dict:
+        """The constructor arguments, JSON-ready: ``type(self)(**m.config())`` rebuilds the model."""
+        return dict(self._config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        users, items = x[:, 0], x[:, 1]
+        res = (self.u_weight(users) * self.i_weight(items)).sum(dim=1)
+        res = res + self.u_bias(users).squeeze(1) + self.i_bias(items).squeeze(1)
+        return res if self.y_range is None else sigmoid_range(res, *self.y_range)

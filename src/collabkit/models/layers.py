@@ -1,0 +1,45 @@
+"""Building blocks shared by the models: the lesson's small vocabulary of layers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class Module(nn.Module):
+    """An ``nn.Module`` whose subclasses need not call ``super().__init__()``.
+
+    fastai's ``Module`` lets a lesson write ``self.user_factors = Embedding(...)``
+    as the first line of ``__init__``. Here ``__new__`` runs ``nn.Module``'s own
+    initialiser before the subclass's ``__init__``, so attributes can be
+    assigned straight away. Calling ``super().__init__()`` anyway is harmless.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        nn.Module.__init__(self)
+        return self
+
+    def __init__(self) -> None:
+        """Nothing to do: ``__new__`` has already set up the module."""
+
+
+class Embedding(nn.Embedding):
+    """An ``nn.Embedding`` initialised from a truncated normal with std 0.01 (fastai's)."""
+
+    def __init__(self, ni: int, nf: int, std: float = 0.01) -> None:
+        super().__init__(ni, nf)
+        nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
+
+
+def create_params(size: int | Sequence[int]) -> nn.Parameter:
+    """A trainable tensor of shape ``size`` drawn from N(0, 0.01²) (the lesson's ``create_params``)."""
+    shape = (size,) if isinstance(size, int) else tuple(size)
+    return nn.Parameter(torch.zeros(*shape).normal_(0, 0.01))
+
+
+def sigmoid_range(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Squash ``x`` into ``(low, high)``: ``sigmoid(x) * (high - low) + low``."""
+    return torch.sigmoid(x) * (high - low) + low

@@ -1,0 +1,21 @@
+"""Learner: fit, fit_one_cycle, lr_find, weight decay, callbacks."""
+
+from collabkit.training.callbacks import Callback, ProgressCallback
+from collabkit.training.learner import Learner
+from collabkit.training.losses import MSELossFlat
+from collabkit.training.lr_find import LRFinderResult
+from collabkit.training.optim import WD_MODES, Adam
+from collabkit.training.recorder import Recorder
+from collabkit.training.schedule import one_cycle
+
+__all__ = [
+    "WD_MODES",
+    "Adam",
+    "Callback",
+    "LRFinderResult",
+    "Learner",
+    "MSELossFlat",
+    "ProgressCallback",
+    "Recorder",
+    "one_cycle",
+]

@@ -1,0 +1,342 @@
+"""The Learner: a model, its data, an optimizer and the training loop.
+
+Everything a training run does is in :meth:`Learner._run`, top to bottom: set
+the optimizer's hyper-parameters, build the schedule, then per epoch, per batch
+forward, loss (plus the L2 term in ``"l2-loss"`` mode), backward, step, and
+finally validate and record. Callbacks observe; they do not steer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from collabkit.data.loaders import CollabDataLoaders, IndexBatches
+from collabkit.data.ratings import check_y_range
+from collabkit.errors import DataError, TrainingDivergedError
+from collabkit.training.callbacks import Callback, ProgressCallback
+from collabkit.training.losses import MSELossFlat
+from collabkit.training.lr_find import SUGGESTIONS, LRFinderResult
+from collabkit.training.optim import (
+    DEFAULT_WD,
+    Adam,
+    check_wd_mode,
+    l2_penalty,
+    optimizer_weight_decay,
+    split_decay_params,
+)
+from collabkit.training.recorder import Recorder, smooth
+from collabkit.training.schedule import FASTAI_MOMS, exponential_range, one_cycle
+
+log = logging.getLogger(__name__)
+
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
+Schedule = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
+
+
+@contextlib.contextmanager
+def _num_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)``, then restore; ``None`` leaves torch alone."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _metric_name(metric: Metric) -> str:
+    return getattr(metric, "__name__", type(metric).__name__)
+
+
+class Learner:
+    """Train ``model`` on ``dls``.
+
+    Args:
+        dls: the batches, from :class:`~collabkit.data.CollabDataLoaders`.
+        model: an ``nn.Module`` mapping a ``(batch, 2)`` index tensor to ratings.
+        loss_func: ``(preds, targs) -> loss``; defaults to :class:`MSELossFlat`.
+        opt_func: builds the optimizer, called as ``opt_func(param_groups,
+            lr=..., wd=..., decouple_wd=...)``; defaults to fastai-style Adam.
+        lr: learning rate used when a fit call gives none (fastai: 1e-3).
+        wd: weight decay used when a fit call gives none; ``None`` means 0.01.
+        wd_mode: ``"decoupled"``, ``"l2"`` or ``"l2-loss"``; see
+            :mod:`collabkit.training.optim`.
+        metrics: a metric or list of metrics ``(preds, targs) -> float``, shown
+            after the losses in the epoch table (e.g. ``rmse``).
+        cbs: extra :class:`Callback` objects.
+        moms: the 1cycle momentum (Adam β₁) path.
+        wd_bn_bias: also decay batch-norm parameters and ``Linear`` biases.
+        progress: show a progress bar and the epoch table.
+        n_threads: torch intra-op threads while training; ``None`` leaves
+            torch's setting alone.
+    """
+
+    def __init__(
+        self,
+        dls: CollabDataLoaders,
+        model: nn.Module,
+        loss_func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        opt_func: Callable[..., torch.optim.Optimizer] = Adam,
+        lr: float = 1e-3,
+        wd: float | None = None,
+        wd_mode: str = "decoupled",
+        metrics: Metric | Sequence[Metric] | None = None,
+        cbs: Sequence[Callback] | None = None,
+        moms: Sequence[float] = FASTAI_MOMS,
+        wd_bn_bias: bool = False,
+        progress: bool = True,
+        n_threads: int | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.dls = dls
+        self.model = model.to(dls.device)
+        self.loss_func = loss_func if loss_func is not None else MSELossFlat()
+        self.opt_func = opt_func
+        self.lr = lr
+        self.wd = wd
+        self.wd_mode = check_wd_mode(wd_mode)
+        if metrics is None:
+            metrics = []
+        self.metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
+        self.cbs = list(cbs or [])
+        self.moms = tuple(moms)
+        self.wd_bn_bias = wd_bn_bias
+        self.progress = progress
+        self.n_threads = n_threads
+        self.recorder = Recorder()
+        self.opt: torch.optim.Optimizer | None = None
+
+    # --- optimizer ------------------------------------------------------------
+    def create_opt(self) -> torch.optim.Optimizer:
+        """(Re)build the optimizer: decayed parameters in group 0, the rest in group 1."""
+        decay, no_decay = split_decay_params(self.model, self.wd_bn_bias)
+        if not decay and not no_decay:
+            raise ValueError("the model has no trainable parameters")
+        groups = [{"params": decay}]
+        if no_decay:
+            groups.append({"params": no_decay})
+        self._decay_params = decay
+        self.opt = self.opt_func(groups, lr=self.lr, wd=0.0, decouple_wd=self.wd_mode == "decoupled")
+        return self.opt
+
+    def _set_hypers(self, opt: torch.optim.Optimizer, lr: float, wd: float, mom: float = 0.9) -> None:
+        weight_decay = optimizer_weight_decay(wd, self.wd_mode)
+        for k, group in enumerate(opt.param_groups):
+            group["lr"] = lr
+            group["weight_decay"] = weight_decay if k == 0 else 0.0
+            if "betas" in group:
+                group["betas"] = (mom, group["betas"][1])
+            elif "momentum" in group:
+                group["momentum"] = mom
+
+    def _resolve_wd(self, wd: float | None) -> float:
+        wd = self.wd if wd is None else wd
+        wd = DEFAULT_WD if wd is None else float(wd)
+        if wd < 0 or not math.isfinite(wd):
+            raise ValueError(f"wd (weight decay) must be a finite number >= 0, got {wd}")
+        return wd
+
+    # --- training -------------------------------------------------------------
+    def fit(self, n_epoch: int, lr: float | None = None, wd: float | None = None, cbs=None) -> None:
+        """Train ``n_epoch`` epochs at a constant learning rate."""
+        self._run(n_epoch, self.lr if lr is None else lr, wd, None, cbs)
+
+    def fit_one_cycle(
+        self,
+        n_epoch: int,
+        lr_max: float | None = None,
+        div: float = 25.0,
+        div_final: float = 1e5,
+        pct_start: float = 0.25,
+        wd: float | None = None,
+        moms: Sequence[float] | None = None,
+        cbs=None,
+    ) -> None:
+        """Train ``n_epoch`` epochs under the 1cycle policy (``torch.optim.lr_scheduler.OneCycleLR``).
+
+        The lr rises by cosine from ``lr_max/div`` to ``lr_max`` over the first
+        ``pct_start`` of all batches, then falls by cosine to ``lr_max/div_final``,
+        while Adam's β₁ goes 0.95 → 0.85 → 0.95. See :mod:`collabkit.training.schedule`.
+        """
+        lr_max = self.lr if lr_max is None else lr_max
+        moms = self.moms if moms is None else tuple(moms)
+
+        def schedule(opt: torch.optim.Optimizer, total_steps: int):
+            return one_cycle(opt, lr_max, total_steps, div, div_final, pct_start, moms)
+
+        self._run(n_epoch, lr_max, wd, schedule, cbs)
+
+    def _run(self, n_epoch: int, lr: float, wd: float | None, make_schedule: Schedule | None, cbs) -> None:
+        if not isinstance(n_epoch, int) or n_epoch < 1:
+            raise ValueError(f"n_epoch must be a positive integer, got {n_epoch!r}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"the learning rate must be a finite number > 0, got {lr}")
+        wd = self._resolve_wd(wd)
+        train = self.dls.train
+        n_batches = len(train)
+        if n_batches == 0:
+            raise DataError(f"the training split has {train.n} rows, fewer than one batch (bs={train.bs}); lower bs")
+        check_y_range(train.y.cpu().numpy(), getattr(self.model, "y_range", None))
+        opt = self.opt if self.opt is not None else self.create_opt()
+        self._set_hypers(opt, lr, wd)
+        schedule = make_schedule(opt, n_epoch * n_batches) if make_schedule is not None else None
+        penalty = wd if self.wd_mode == "l2-loss" else 0.0
+        callbacks = [*self.cbs, *(cbs or []), *([ProgressCallback()] if self.progress else [])]
+        rec = self.recorder
+        rec.metric_names = ["train_loss", "valid_loss", *map(_metric_name, self.metrics)]
+
+        with _num_threads(self.n_threads):
+            for cb in callbacks:
+                cb.before_fit(self, n_epoch)
+            try:
+                for epoch in range(n_epoch):
+                    for cb in callbacks:
+                        cb.before_epoch(self, epoch)
+                    start = time.perf_counter()
+                    self.model.train()
+                    batch_losses = torch.empty(n_batches, device=train.x.device)
+                    for k, (xb, yb) in enumerate(train):
+                        loss = self.loss_func(self.model(xb), yb)
+                        objective = loss + l2_penalty(self._decay_params, penalty) if penalty else loss
+                        opt.zero_grad(set_to_none=True)
+                        objective.backward()
+                        group = opt.param_groups[0]
+                        rec.lrs.append(group["lr"])
+                        rec.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
+                        opt.step()
+                        if schedule is not None:
+                            schedule.step()
+                        batch_losses[k] = loss.detach()
+                        for cb in callbacks:
+                            cb.after_batch(self, k)
+                    losses = batch_losses.tolist()
+                    rec.losses.extend(losses)
+                    train_loss = float(np.mean(losses))
+                    if not math.isfinite(train_loss):
+                        raise TrainingDivergedError(
+                            f"training diverged in epoch {epoch}: the training loss is {train_loss}. "
+                            f"Try a lower learning rate (this run used {lr:g}), more weight decay, or a y_range"
+                        )
+                    valid = self.validate() if self.dls.valid.n else [float("nan")] * (1 + len(self.metrics))
+                    rec.values.append([train_loss, *valid])
+                    rec.iters.append(len(rec.losses))
+                    rec.times.append(time.perf_counter() - start)
+                    log.info("epoch %d: %s", epoch, dict(zip(rec.metric_names, rec.values[-1])))
+                    for cb in callbacks:
+                        cb.after_epoch(self, epoch)
+            finally:
+                for cb in callbacks:
+                    cb.after_fit(self)
+
+    # --- evaluation -------------------------------------------------------------
+    def get_preds(self, ds_idx: int = 1, dl: IndexBatches | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and targets, in order, for the validation (``ds_idx=1``) or training (0) split."""
+        if dl is None:
+            if ds_idx not in (0, 1):
+                raise ValueError(f"ds_idx must be 0 (train) or 1 (valid), got {ds_idx}")
+            dl = self.dls.valid if ds_idx == 1 else self.dls.train
+        ordered = IndexBatches(dl.x, dl.y, bs=max(dl.bs, 8192))
+        self.model.eval()
+        with torch.no_grad(), _num_threads(self.n_threads):
+            preds = [self.model(xb).reshape(-1) for xb, _ in ordered]
+        preds = torch.cat(preds) if preds else torch.empty(0, device=dl.x.device)
+        return preds, dl.y
+
+    def validate(self) -> list[float]:
+        """``[valid_loss, *metrics]`` over the whole validation split."""
+        preds, targs = self.get_preds(ds_idx=1)
+        loss = float(self.loss_func(preds, targs))
+        return [loss, *(float(m(preds, targs)) for m in self.metrics)]
+
+    def predict(self, rows: Mapping | pd.DataFrame) -> float | np.ndarray:
+        """Predicted rating for one row (a dict or Series) or each row of a DataFrame.
+
+        Rows give raw ids under the user and item column names of ``dls``; an id
+        the vocabulary does not know raises :class:`~collabkit.errors.UnknownIdError`.
+        """
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame([dict(rows)])
+        for col in (self.dls.user_name, self.dls.item_name):
+            if col not in frame.columns:
+                raise DataError(f"predict needs a {col!r} value; got {list(frame.columns)}")
+        x = np.stack(
+            [self.dls.users.index_strict(frame[self.dls.user_name]), self.dls.items.index_strict(frame[self.dls.item_name])],
+            axis=1,
+        )
+        x = torch.from_numpy(x).to(self.dls.device)
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(x).reshape(-1).cpu().numpy()
+        return float(out[0]) if not isinstance(rows, pd.DataFrame) else out
+
+    # --- learning-rate finder -------------------------------------------------------
+    def lr_find(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10.0,
+        num_it: int = 100,
+        stop_div: bool = True,
+        show_plot: bool = True,
+        suggest_funcs: Sequence[str] = ("valley",),
+    ) -> LRFinderResult:
+        """Train a few batches with a geometrically growing lr and suggest one.
+
+        The model's weights are restored afterwards. The suggestions skip the
+        first 10% and last 5 points of the curve, as fastai does.
+        """
+        unknown = [name for name in suggest_funcs if name not in SUGGESTIONS]
+        if unknown:
+            raise ValueError(f"unknown suggest_funcs {unknown}; choose from {sorted(SUGGESTIONS)}")
+        saved = copy.deepcopy(self.model.state_dict())
+        saved_opt = self.opt
+        opt = self.create_opt()
+        self._set_hypers(opt, start_lr, self._resolve_wd(None))
+        schedule = exponential_range(opt, start_lr, end_lr, num_it)
+        lrs: list[float] = []
+        raw: list[float] = []
+        best = math.inf
+        self.model.train()
+        try:
+            with _num_threads(self.n_threads):
+                while len(lrs) < num_it:
+                    for xb, yb in self.dls.train:
+                        loss = self.loss_func(self.model(xb), yb)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        lrs.append(opt.param_groups[0]["lr"])
+                        opt.step()
+                        schedule.step()
+                        raw.append(float(loss))
+                        smoothed = smooth(raw)[-1]
+                        if stop_div and (not math.isfinite(smoothed) or smoothed > 4 * best):
+                            break
+                        best = min(best, smoothed)
+                        if len(lrs) >= num_it:
+                            break
+                    else:
+                        continue
+                    break
+        finally:
+            self.model.load_state_dict(saved)
+            self.opt = saved_opt
+        lrs_arr, losses = np.asarray(lrs), smooth(raw)
+        keep = slice(num_it // 10, -5) if len(lrs) > num_it // 10 + 10 else slice(None)
+        suggestions = {name: SUGGESTIONS[name](lrs_arr[keep], losses[keep]) for name in suggest_funcs}
+        result = LRFinderResult(lrs_arr, losses, suggestions)
+        log.info("lr_find: %s", result)
+        if show_plot:
+            result.plot()
+        return result
