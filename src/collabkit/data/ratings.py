@@ -165,7 +165,7 @@ def check_y_range(ratings: np.ndarray, y_range: tuple[float, float] | None) -> N
             f"{int(outside.sum())} rating(s) lie outside y_range={y_range} "
             f"(ratings span {float(ratings.min())}..{float(ratings.max())}); the model cannot predict them",
             RatingRangeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

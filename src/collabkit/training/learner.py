@@ -319,7 +319,7 @@ class Learner:
                         lrs.append(opt.param_groups[0]["lr"])
                         opt.step()
                         schedule.step()
-                        raw.append(float(loss))
+                        raw.append(loss.item())
                         smoothed = smooth(raw)[-1]
                         if stop_div and (not math.isfinite(smoothed) or smoothed > 4 * best):
                             break

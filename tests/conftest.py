@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from planted import planted_ratings  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small batches train fastest on one thread; and tests must not fight over 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def planted():
+    return planted_ratings()
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    """The ml-100k folder: $COLLABKIT_DATA_DIR, else ../shared/data next to the repo; skip if absent."""
+    for base in filter(None, (os.environ.get("COLLABKIT_DATA_DIR"), str(SHARED_DATA))):
+        for folder in (Path(base), Path(base) / "ml-100k"):
+            if (folder / "u.data").is_file():
+                return folder
+    pytest.skip("ml-100k not found: set COLLABKIT_DATA_DIR or place it in ../shared/data (it is never bundled)")

@@ -1,0 +1,134 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from collabkit import CollabDataLoaders, DataError, UnknownIdError, Vocabulary, validate_ratings
+from collabkit.data import IndexBatches, RatingRangeWarning, check_y_range, random_split, read_ratings_file
+
+
+def frame(**cols):
+    base = {"user": [1, 1, 2, 2, 3], "item": ["a", "b", "a", "c", "b"], "rating": [4.0, 3.0, 5.0, 2.0, 1.0]}
+    base.update(cols)
+    return pd.DataFrame(base)
+
+
+# --- validation -------------------------------------------------------------------
+def test_columns_default_to_first_three_and_ratings_become_float32():
+    out = validate_ratings(frame())
+    assert list(out.columns) == ["user", "item", "rating"]
+    assert out["rating"].dtype == np.float32
+
+
+def test_missing_column_names_the_columns_present():
+    with pytest.raises(DataError, match=r"item column 'movie' not found; the table has columns \['user', 'item', 'rating'\]"):
+        validate_ratings(frame(), item_col="movie")
+
+
+def test_nan_and_inf_ratings_give_count_and_first_rows():
+    with pytest.raises(DataError, match=r"2 rating\(s\) are NaN or infinite.*row 1.*row 3"):
+        validate_ratings(frame(rating=[4.0, np.nan, 5.0, np.inf, 1.0]))
+
+
+def test_non_numeric_ratings_are_named():
+    with pytest.raises(DataError, match=r"1 non-numeric rating\(s\).*row 2.*'five'"):
+        validate_ratings(frame(rating=["4", "3", "five", "2", "1"]))
+
+
+def test_duplicates_error_by_default_and_name_the_options():
+    dup = frame(user=[1, 1, 2, 2, 1], item=["a", "b", "a", "c", "a"])
+    with pytest.raises(DataError, match=r"1 \(user, item\) pair\(s\) appear more than once.*duplicates='mean'"):
+        validate_ratings(dup)
+    mean = validate_ratings(dup, duplicates="mean")
+    assert len(mean) == 4
+    assert mean.set_index(["user", "item"]).loc[(1, "a"), "rating"] == pytest.approx(2.5)
+    last = validate_ratings(dup, duplicates="last")
+    assert last.set_index(["user", "item"]).loc[(1, "a"), "rating"] == 1.0
+    assert len(validate_ratings(dup, duplicates="keep")) == 5
+
+
+def test_empty_table_and_too_few_users_or_items():
+    with pytest.raises(DataError, match="empty"):
+        validate_ratings(frame().iloc[:0])
+    with pytest.raises(DataError, match="at least 2 distinct users"):
+        validate_ratings(frame(user=[7] * 5, item=list("abcde")))
+    with pytest.raises(DataError, match="at least 2 distinct items"):
+        validate_ratings(frame(user=[1, 2, 3, 4, 5], item=["z"] * 5))
+
+
+def test_missing_ids_are_an_error_and_float_ids_become_ints():
+    with pytest.raises(DataError, match="missing user id"):
+        validate_ratings(frame(user=[1, None, 2, 2, 3]))
+    out = validate_ratings(frame(user=[1.0, 1.0, 2.0, 2.0, 3.0]))
+    assert out["user"].dtype == np.int64
+
+
+def test_ratings_outside_y_range_warn():
+    with pytest.warns(RatingRangeWarning, match=r"1 rating\(s\) lie outside y_range"):
+        check_y_range(np.array([1.0, 2.0, 6.0], dtype=np.float32), (0, 5.5))
+    with pytest.raises(ValueError, match="low < high"):
+        check_y_range(np.array([1.0]), (5, 1))
+
+
+def test_read_ratings_file_csv_and_parquet(tmp_path):
+    frame().to_csv(tmp_path / "r.csv", index=False)
+    frame().to_parquet(tmp_path / "r.parquet")
+    pd.testing.assert_frame_equal(read_ratings_file(tmp_path / "r.csv"), frame())
+    pd.testing.assert_frame_equal(read_ratings_file(tmp_path / "r.parquet"), frame())
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="cannot read Parquet"):
+        read_ratings_file(tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match="does not exist"):
+        read_ratings_file(tmp_path / "nope.csv")
+
+
+# --- vocabulary -----------------------------------------------------------------------
+def test_vocabulary_is_sorted_has_no_na_row_and_reports_unknowns():
+    v = Vocabulary.from_values(["b", "a", "c", "a"], name="title")
+    assert list(v) == ["a", "b", "c"] and len(v) == 3
+    assert v.o2i == {"a": 0, "b": 1, "c": 2}
+    assert v[torch.tensor(2)] == "c"
+    assert v.index(["c", "zz", "a"]).tolist() == [2, -1, 0]
+    with pytest.raises(UnknownIdError, match=r"unknown title id\(s\): 'zz'"):
+        v.index_strict(["a", "zz"])
+
+
+def test_vocabulary_ids_come_back_as_plain_python_values():
+    v = Vocabulary.from_values(np.array([3, 1, 2], dtype=np.int64))
+    assert v.to_list() == [1, 2, 3] and all(type(i) is int for i in v.to_list())
+
+
+# --- splits and batches -------------------------------------------------------------------------
+def test_random_split_is_fastais_recipe():
+    train, valid = random_split(10, 0.2, seed=42)
+    torch.manual_seed(42)
+    expected = torch.randperm(10).numpy()
+    assert valid.tolist() == expected[:2].tolist() and train.tolist() == expected[2:].tolist()
+    with pytest.raises(ValueError, match="valid_pct"):
+        random_split(10, 1.5)
+
+
+def test_index_batches_shuffle_each_epoch_and_cover_every_row():
+    x = torch.arange(20).reshape(10, 2)
+    y = torch.arange(10, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    batches = IndexBatches(x, y, bs=3, shuffle=True, drop_last=True, generator=g)
+    assert len(batches) == 3
+    first = torch.cat([yb for _, yb in batches])
+    second = torch.cat([yb for _, yb in batches])
+    assert len(first) == 9 and not torch.equal(first, second)
+    for xb, yb in batches:  # rows stay together
+        assert torch.equal(xb[:, 0] // 2, yb.long())
+    ordered = IndexBatches(x, y, bs=4)
+    assert len(ordered) == 3 and torch.equal(torch.cat([yb for _, yb in ordered]), y)
+
+
+def test_dataloaders_vocab_covers_both_splits_and_decodes(planted):
+    dls = CollabDataLoaders.from_df(planted, seed=1, bs=32)
+    assert len(dls.users) == planted["user"].nunique() and len(dls.items) == planted["item"].nunique()
+    assert dls.train.n + dls.valid.n == len(planted)
+    assert dls.valid.n == int(0.2 * len(planted))
+    decoded = dls.decode(dls.train.x[:5], dls.train.y[:5])
+    merged = decoded.merge(planted, on=["user", "item"], suffixes=("", "_src"))
+    assert np.allclose(merged["rating"], merged["rating_src"]) and len(merged) == 5
+    assert list(dls.show_batch(4).columns) == ["user", "item", "rating"]
