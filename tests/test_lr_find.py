@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+import torch
+
+from collabkit import CollabDataLoaders, DotProductBias, Learner
+from collabkit.training.lr_find import minimum, valley
+
+
+def test_valley_sits_in_the_middle_of_the_longest_fall():
+    lrs = np.logspace(-6, 0, 13)
+    #                  rising ....... falling from index 2 to 8 ............ blow-up
+    losses = np.array([0.8, 0.85, 1.01, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.45, 0.9, 3.0, 9.0])
+    assert valley(lrs, losses) == pytest.approx(lrs[5])  # halfway between 2 and 8
+    assert minimum(lrs, losses) == pytest.approx(lrs[8] / 10)
+
+
+def test_lr_find_restores_the_weights_and_suggests_a_usable_lr(planted):
+    torch.manual_seed(0)
+    dls = CollabDataLoaders.from_df(planted, seed=0, bs=128)
+    learn = Learner(dls, DotProductBias(300, 200, 8, (-1, 7)), progress=False)
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    result = learn.lr_find(num_it=80, show_plot=True, suggest_funcs=("valley", "minimum"))
+    for k, v in learn.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert learn.opt is None and learn.recorder.values == []
+    assert 1e-7 < result.valley < 10 and 1e-7 < result["minimum"] < 10
+    assert len(result.lrs) <= 80 and np.all(np.diff(result.lrs) > 0)
+    learn.fit_one_cycle(3, result.valley)
+    assert learn.recorder.values[-1][1] < learn.recorder.values[0][1] or learn.recorder.values[-1][1] < 0.2
+    with pytest.raises(ValueError, match="unknown suggest_funcs"):
+        learn.lr_find(suggest_funcs=("steepest",))
+
+
+def test_divergence_stops_training_with_advice(planted):
+    torch.manual_seed(0)
+    dls = CollabDataLoaders.from_df(planted, seed=0, bs=512)
+    from collabkit import DotProduct, TrainingDivergedError
+
+    learn = Learner(dls, DotProduct(300, 200, 8), progress=False)
+    with pytest.raises(TrainingDivergedError, match="Try a lower learning rate"):
+        learn.fit(1, 1e6)
