@@ -97,3 +97,10 @@ def test_train_on_ml_100k_from_a_data_dir(ml100k_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert status == 0 and "80,000 train / 20,000 valid ratings, 943 users" in out
     assert Recommender.load(tmp_path / "m").title(50) == "Star Wars (1977)"
+
+
+def test_ratings_outside_the_y_range_warn_in_one_line(ratings_csv, capsys):
+    args = ["train", "--data", str(ratings_csv), "--user-col", "uid", "--item-col", "iid", "--rating-col", "stars"]
+    assert main([*args, "--y-range", "1", "4", *FAST]) == 0
+    warning_lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warning_lines) == 1 and "lie outside y_range=(1.0, 4.0)" in warning_lines[0]

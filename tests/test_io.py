@@ -118,3 +118,12 @@ def test_custom_models_cannot_be_saved_and_the_error_says_why(tmp_path):
 
     with pytest.raises(ModelFileError, match="only collabkit's built-in models"):
         save_model(tmp_path / "m", torch.nn.Linear(2, 1), Vocabulary([1, 2]), Vocabulary([1, 2]), {})
+
+
+def test_an_untrained_learner_cannot_become_a_recommender(planted):
+    from collabkit import NotFittedError
+
+    dls = CollabDataLoaders.from_df(planted, seed=0, bs=512)
+    learn = Learner(dls, DotProductBias(300, 200, 4), progress=False)
+    with pytest.raises(NotFittedError, match="call fit or fit_one_cycle first"):
+        Recommender.from_learner(learn)

@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -248,8 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"collabkit: warning: {message}", file=sys.stderr)
+
     try:
-        return cmd_train(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            return cmd_train(args)
     except KeyboardInterrupt:
         print("collabkit: interrupted", file=sys.stderr)
         return 130

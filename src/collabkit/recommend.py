@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from collabkit.data.vocab import Vocabulary
+from collabkit.errors import NotFittedError
 from collabkit.io import load_model, save_model
 
 
@@ -46,6 +47,8 @@ class Recommender:
     @classmethod
     def from_learner(cls, learn, titles: dict | None = None, info: dict[str, Any] | None = None) -> Recommender:
         """Wrap a fitted :class:`~collabkit.training.Learner`; ``titles`` maps raw item id -> title."""
+        if not learn.recorder.values:
+            raise NotFittedError("the learner has not been trained: call fit or fit_one_cycle first")
         dls = learn.dls
         columns = {"user": dls.user_name, "item": dls.item_name, "rating": dls.rating_name}
         row_titles = [titles.get(i) for i in dls.items] if titles is not None else None
