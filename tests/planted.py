@@ -29,3 +29,30 @@ def planted_ratings(
     signal = 3 + b_u[users] + b_i[items] + (p[users] * q[items]).sum(1)
     rating = signal + rng.normal(0, noise, len(users))
     return pd.DataFrame({"user": users + 1000, "item": items, "rating": rating.astype(np.float32)})
+
+
+def planted_clusters(
+    n_groups: int = 4,
+    users_per_group: int = 50,
+    items_per_group: int = 30,
+    density: float = 0.5,
+    noise: float = 0.3,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Users who love the items of their own group (≈4.5 stars) and dislike the rest (≈2).
+
+    Returns ``(ratings, user_group, item_group)``: ratings has columns
+    ``user, item, rating, title``; user ``u`` belongs to ``user_group[u]`` and
+    item ``i`` to ``item_group[i]``, both in ``0 .. n_groups - 1``.
+    """
+    rng = np.random.default_rng(seed)
+    user_group = np.repeat(np.arange(n_groups), users_per_group)
+    item_group = np.repeat(np.arange(n_groups), items_per_group)
+    quality = rng.normal(0, 0.2, len(item_group))
+    mask = rng.random((len(user_group), len(item_group))) < density
+    users, items = np.nonzero(mask)
+    liked = user_group[users] == item_group[items]
+    rating = np.where(liked, 4.5, 2.0) + quality[items] + rng.normal(0, noise, len(users))
+    frame = pd.DataFrame({"user": users, "item": items, "rating": rating.clip(0.5, 5.5).astype(np.float32)})
+    frame["title"] = [f"Group {item_group[i]} film {i}" for i in items]
+    return frame, user_group, item_group

@@ -6,7 +6,7 @@ import torch
 
 from collabkit import CollabDataLoaders, DotProduct, DotProductBias, EmbeddingNN, Learner, ModelFileError, Recommender
 from collabkit import UnknownIdError, load_model, save_model
-from collabkit.io import CONFIG, VOCAB, WEIGHTS
+from collabkit.io import CONFIG, HISTORY, VOCAB, WEIGHTS
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,15 @@ def test_every_model_round_trips_bit_for_bit(tmp_path, model):
 def test_round_trip_gives_identical_predictions_and_metadata(tmp_path, trained):
     rec, frame = trained
     rec.save(tmp_path / "model")
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [CONFIG, WEIGHTS, VOCAB]
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [CONFIG, HISTORY, WEIGHTS, VOCAB]
     again = Recommender.load(tmp_path / "model")
     users, items = frame["user"].tolist()[:500], frame["item"].tolist()[:500]
-    np.testing.assert_array_equal(again.predict(users, items), rec.predict(users, items))
+    np.testing.assert_array_equal(again.predict(users, items)["prediction"], rec.predict(users, items)["prediction"])
+    for name in ("indptr", "indices", "user_trained", "item_trained", "item_counts"):
+        np.testing.assert_array_equal(getattr(again.history, name), getattr(rec.history, name))
+    assert again.history.global_mean == pytest.approx(rec.history.global_mean)
     assert again.title(frame["item"].iloc[0]) == f"Item {frame['item'].iloc[0]}"
-    assert again.info == {"data": "planted"} and again.columns == rec.columns
+    assert again.info["data"] == "planted" and again.info["train_mse"] > 0 and again.columns == rec.columns
     assert isinstance(again.users[0], str) and isinstance(again.items[0], int)
 
 
@@ -61,7 +64,7 @@ def test_model_files_hold_no_pickle(tmp_path, trained):
 def test_unknown_ids_are_named(trained):
     rec, _ = trained
     with pytest.raises(UnknownIdError, match="unknown user id.*'nobody'"):
-        rec.predict(["nobody"], [0])
+        rec.predict(["nobody"], [0], strict=True)
 
 
 @pytest.mark.parametrize(
@@ -71,13 +74,24 @@ def test_unknown_ids_are_named(trained):
         (lambda d: (d / WEIGHTS).unlink(), "model.safetensors is missing"),
         (lambda d: (d / CONFIG).write_text("{not json"), "not valid JSON"),
         (lambda d: (d / VOCAB).unlink(), "vocab.json is missing"),
+        (lambda d: (d / HISTORY).write_bytes(b"\x08" + b"\x00" * 7 + b"{}"), "history.safetensors' is corrupt"),
+        (lambda d: (d / WEIGHTS).write_bytes((d / WEIGHTS).read_bytes()[:-100]), "model.safetensors' is corrupt"),
         (lambda d: (d / CONFIG).write_text(json.dumps({"format": "other"})), "not a collabkit model config"),
         (
             lambda d: (d / VOCAB).write_text(json.dumps({**json.loads((d / VOCAB).read_text()), "users": ["x", "y"]})),
             "u_weight.weight has 300 rows but vocab.json lists 2 ids",
         ),
     ],
-    ids=["weights-garbage", "weights-missing", "config-garbage", "vocab-missing", "foreign-format", "vocab-mismatch"],
+    ids=[
+        "weights-garbage",
+        "weights-missing",
+        "config-garbage",
+        "vocab-missing",
+        "history-garbage",
+        "weights-truncated",
+        "foreign-format",
+        "vocab-mismatch",
+    ],
 )
 def test_corrupt_model_directories_are_refused_with_the_file_named(tmp_path, trained, damage, message):
     rec, _ = trained

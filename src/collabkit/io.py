@@ -1,11 +1,13 @@
 """Save and load a trained model as a directory, with no pickle anywhere.
 
-A model directory holds three files::
+A model directory holds these files::
 
     model.safetensors   the weights (safetensors: tensors only, no code)
     config.json         format version, model class and constructor arguments,
                         column names, and what the training run recorded
     vocab.json          the raw user and item ids in row order, and item titles
+    history.safetensors optional: who rated what, for top-N and fallbacks
+                        (see :class:`~collabkit.data.history.RatingHistory`)
 
 :func:`save_model` writes into a temporary sibling directory and renames it
 into place only when every file is complete, so a failed save leaves any
@@ -27,13 +29,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from collabkit.data.history import RatingHistory
 from collabkit.data.vocab import Vocabulary
 from collabkit.errors import ModelFileError
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN
 
 FORMAT = "collabkit-model"
 FORMAT_VERSION = 1
-WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
+WEIGHTS, CONFIG, VOCAB, HISTORY = "model.safetensors", "config.json", "vocab.json", "history.safetensors"
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "DotProduct": DotProduct,
@@ -52,6 +55,7 @@ class LoadedModel:
     columns: dict[str, str]
     titles: list[str | None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    history: RatingHistory | None = None
 
 
 def _model_class_name(model: nn.Module) -> str:
@@ -77,7 +81,7 @@ def _is_replaceable(path: Path) -> bool:
     if not path.is_dir():
         return False
     entries = list(path.iterdir())
-    return not entries or (path / CONFIG).is_file() and set(e.name for e in entries) <= {WEIGHTS, CONFIG, VOCAB}
+    return not entries or (path / CONFIG).is_file() and set(e.name for e in entries) <= {WEIGHTS, CONFIG, VOCAB, HISTORY}
 
 
 def save_model(
@@ -88,6 +92,7 @@ def save_model(
     columns: dict[str, str],
     titles: list[str | None] | None = None,
     info: dict[str, Any] | None = None,
+    history: RatingHistory | None = None,
 ) -> Path:
     """Write ``model`` and its vocabularies to the directory ``path``, atomically.
 
@@ -98,6 +103,7 @@ def save_model(
         columns: ``{"user": ..., "item": ..., "rating": ...}`` column names.
         titles: optional title per item row.
         info: anything JSON-serialisable to keep with the model (data, epochs, metrics).
+        history: who rated what (for ``exclude_seen`` and unknown-id fallbacks).
 
     Returns:
         The directory written.
@@ -114,6 +120,7 @@ def save_model(
         "model": {"class": class_name, "config": model.config()},
         "columns": dict(columns),
         "info": info or {},
+        "history": None if history is None else {"global_mean": history.global_mean},
     }
     vocab = {"users": users.to_list(), "items": items.to_list(), "titles": titles}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -124,6 +131,8 @@ def save_model(
         save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
         _write_json(staging / CONFIG, config)
         _write_json(staging / VOCAB, vocab)
+        if history is not None:
+            save_file(history.to_tensors(), str(staging / HISTORY))
         if path.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, retired / "model")
@@ -199,8 +208,30 @@ def load_model(path: str | Path) -> LoadedModel:
     titles = vocab.get("titles")
     if titles is not None and len(titles) != len(items):
         raise ModelFileError(f"{str(path / VOCAB)!r}: {len(titles)} titles for {len(items)} items")
+    history = _load_history(path, config, len(users), len(items))
     model.eval()
-    return LoadedModel(model, users, items, dict(config["columns"]), titles, dict(config.get("info", {})))
+    return LoadedModel(model, users, items, dict(config["columns"]), titles, dict(config.get("info", {})), history)
+
+
+def _load_history(path: Path, config: dict, n_users: int, n_items: int) -> RatingHistory | None:
+    history_path = path / HISTORY
+    if config.get("history") is None:
+        return None
+    if not history_path.is_file():
+        raise ModelFileError(f"{str(path)!r}: config.json records a rating history but {HISTORY} is missing")
+    try:
+        history = RatingHistory.from_tensors(load_file(str(history_path)), config["history"]["global_mean"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{str(history_path)!r} is corrupt: {exc!r}") from exc
+    if (
+        len(history.indptr) != n_users + 1
+        or len(history.item_trained) != n_items
+        or len(history.user_trained) != n_users
+        or (len(history.indices) and history.indices.max() >= n_items)
+        or history.indptr[-1] != len(history.indices)
+    ):
+        raise ModelFileError(f"{str(history_path)!r} does not match vocab.json ({n_users} users, {n_items} items)")
+    return history
 
 
 def _expected_rows(class_name: str, n_users: int, n_items: int) -> dict[str, int]:

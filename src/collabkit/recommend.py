@@ -1,85 +1,474 @@
-"""Ask a fitted model questions in raw ids: predicted ratings for (user, item) pairs."""
+"""Ask a fitted model questions in raw ids: ratings, top-N, similar items and users, new users.
+
+A :class:`Recommender` is a trained model plus what gives its rows meaning: the
+user and item vocabularies, item titles, and the rating history (who rated
+what, which rows were trained). Every question is answered for many users at
+once, with matrix products and ``topk``; nothing loops over users in Python.
+
+The model is seen through :class:`FactorView`: a vector per user, a vector per
+item, and how a pair of vectors becomes a rating. For ``DotProductBias`` the
+vectors are augmented so that one product carries the biases too::
+
+    user u -> [p_u, b_u, 1]      item i -> [q_i, 1, b_i]
+    [p_u, b_u, 1] · [q_i, 1, b_i] = p_u · q_i + b_u + b_i
+
+Unknown ids (the policy of :meth:`Recommender.predict`):
+    An id the model never trained on (absent, or present only in the
+    validation split) is replaced by the *average trained user* (or item): the
+    mean of the trained vectors, biases included. So a new user's prediction
+    for a known item is that item's bias plus the average user's, and a new
+    item's prediction for a known user is that user's bias plus the average
+    item's. When both sides are unknown the prediction is the mean training
+    rating. ``strict=True`` raises :class:`~collabkit.errors.UnknownIdError`
+    instead, naming the ids.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
-from torch import nn
 
-from collabkit.data.vocab import Vocabulary
-from collabkit.errors import NotFittedError
+from collabkit.data.history import RatingHistory
+from collabkit.data.vocab import UNKNOWN, Vocabulary
+from collabkit.errors import DataError, NotFittedError, UnknownIdError
 from collabkit.io import load_model, save_model
+from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, sigmoid_range
+from collabkit.training.losses import MSELossFlat
+
+PAIRS_PER_CHUNK = 1 << 21
+"""How many (user, item) pairs a neural model scores at once in :meth:`FactorView.grid`."""
+
+
+@dataclass
+class FactorView:
+    """A model as user vectors, item vectors, and the function that turns a pair into a rating.
+
+    Dot models (``head is None``) rate a pair as ``sigmoid_range(u · i, *y_range)``;
+    a neural model passes the two vectors through its ``head``.
+    """
+
+    users: torch.Tensor  # (n_users, d_user)
+    items: torch.Tensor  # (n_items, d_item)
+    user_factors: torch.Tensor  # the taste vectors alone (no bias columns), for similarity
+    item_factors: torch.Tensor
+    fixed_tail: int = 0  # trailing user-vector entries that are constants (the 1 that meets b_i)
+    y_range: tuple[float, float] | None = None
+    head: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def _output(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores if self.y_range is None else sigmoid_range(scores, *self.y_range)
+
+    def pair(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Ratings of ``users[k]`` for ``items[k]``: ``(n, d)``, ``(n, d)`` -> ``(n,)``."""
+        if self.head is not None:
+            return self.head(users, items)
+        return self._output((users * items).sum(1))
+
+    def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Ratings of every user in ``users`` (``(k, d)``) for every item in ``items`` (``(m, d)``): ``(k, m)``."""
+        if self.head is None:
+            return self._output(users @ items.T)
+        k, m = len(users), len(items)
+        rows = max(1, PAIRS_PER_CHUNK // max(m, 1))
+        out = []
+        for start in range(0, k, rows):
+            chunk = users[start : start + rows]
+            out.append(self.head(chunk.repeat_interleave(m, 0), items.repeat(len(chunk), 1)).view(len(chunk), m))
+        return torch.cat(out) if out else users.new_empty((0, m))
+
+
+def factor_view(model: torch.nn.Module) -> FactorView:
+    """The :class:`FactorView` of a built-in model."""
+    with torch.no_grad():
+        if isinstance(model, DotProductBias):
+            p, q = model.u_weight.weight.detach(), model.i_weight.weight.detach()
+            b_u, b_i = model.u_bias.weight.detach(), model.i_bias.weight.detach()
+            users = torch.cat([p, b_u, torch.ones_like(b_u)], 1)
+            items = torch.cat([q, torch.ones_like(b_i), b_i], 1)
+            return FactorView(users, items, p, q, fixed_tail=1, y_range=model.y_range)
+        if isinstance(model, DotProduct):
+            p, q = model.u_weight.weight.detach(), model.i_weight.weight.detach()
+            return FactorView(p, q, p, q, y_range=model.y_range)
+        if isinstance(model, EmbeddingNN):
+            e_u, e_i = model.embeds[0].weight.detach(), model.embeds[1].weight.detach()
+            return FactorView(e_u, e_i, e_u, e_i, head=model.head)
+    raise TypeError(
+        f"a Recommender needs a DotProduct, DotProductBias or EmbeddingNN model, got {type(model).__name__}"
+    )
+
+
+@dataclass
+class NewUser:
+    """A user folded into a trained model from a few ratings."""
+
+    vector: torch.Tensor  # the fitted user vector, in FactorView form
+    item_rows: np.ndarray  # rows of the items they rated
+    ratings: np.ndarray
 
 
 class Recommender:
-    """A trained model together with the vocabularies that give its rows meaning.
+    """A trained model together with the vocabularies and history that give its rows meaning.
 
     Build one from a fitted learner (:meth:`from_learner`) or a saved model
     directory (:meth:`load`).
 
     Args:
-        model: maps ``(n, 2)`` (user row, item row) to ``(n,)`` ratings.
+        model: a ``DotProduct``, ``DotProductBias`` or ``EmbeddingNN``.
         users, items: the vocabularies of the model's rows.
         columns: ``{"user": ..., "item": ..., "rating": ...}`` column names.
         titles: optional title per item row.
         info: metadata kept with a saved model.
+        history: who rated what; needed for ``exclude_seen`` and to know which
+            rows were trained.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: torch.nn.Module,
         users: Vocabulary,
         items: Vocabulary,
         columns: dict[str, str] | None = None,
         titles: Sequence[str | None] | None = None,
         info: dict[str, Any] | None = None,
+        history: RatingHistory | None = None,
     ) -> None:
-        self.model = model
+        self.model = model.eval()
         self.users, self.items = users, items
         self.columns = columns or {"user": users.name, "item": items.name, "rating": "rating"}
         self.titles = list(titles) if titles is not None else None
         self.info = info or {}
+        self.history = history
 
+    # --- construction and persistence -------------------------------------------------
     @classmethod
-    def from_learner(cls, learn, titles: dict | None = None, info: dict[str, Any] | None = None) -> Recommender:
+    def from_learner(cls, learn, titles: Mapping | None = None, info: dict[str, Any] | None = None) -> Recommender:
         """Wrap a fitted :class:`~collabkit.training.Learner`; ``titles`` maps raw item id -> title."""
         if not learn.recorder.values:
             raise NotFittedError("the learner has not been trained: call fit or fit_one_cycle first")
         dls = learn.dls
         columns = {"user": dls.user_name, "item": dls.item_name, "rating": dls.rating_name}
         row_titles = [titles.get(i) for i in dls.items] if titles is not None else None
-        return cls(learn.model, dls.users, dls.items, columns, row_titles, info)
+        info = dict(info or {})
+        if isinstance(learn.loss_func, MSELossFlat):
+            info.setdefault("train_mse", float(learn.recorder.values[-1][0]))
+        return cls(learn.model, dls.users, dls.items, columns, row_titles, info, RatingHistory.from_dls(dls))
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
         """Load a model directory written by :meth:`save` (no pickle; see :mod:`collabkit.io`)."""
-        loaded = load_model(path)
-        return cls(loaded.model, loaded.users, loaded.items, loaded.columns, loaded.titles, loaded.info)
+        m = load_model(path)
+        return cls(m.model, m.users, m.items, m.columns, m.titles, m.info, m.history)
 
     def save(self, path: str | Path) -> Path:
         """Write the model directory atomically; see :func:`collabkit.io.save_model`."""
-        return save_model(path, self.model, self.users, self.items, self.columns, self.titles, self.info)
+        return save_model(path, self.model, self.users, self.items, self.columns, self.titles, self.info, self.history)
+
+    # --- the model as vectors --------------------------------------------------------------
+    @functools.cached_property
+    def view(self) -> FactorView:
+        return factor_view(self.model)
+
+    @property
+    def user_trained(self) -> np.ndarray:
+        return self.history.user_trained if self.history is not None else np.ones(len(self.users), dtype=bool)
+
+    @property
+    def item_trained(self) -> np.ndarray:
+        return self.history.item_trained if self.history is not None else np.ones(len(self.items), dtype=bool)
+
+    @functools.cached_property
+    def _average_user(self) -> torch.Tensor:
+        return self.view.users[torch.from_numpy(self.user_trained)].mean(0)
+
+    @functools.cached_property
+    def _average_item(self) -> torch.Tensor:
+        return self.view.items[torch.from_numpy(self.item_trained)].mean(0)
+
+    @functools.cached_property
+    def _user_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and precision of the trained users' free vector entries: the population a new user joins."""
+        view = self.view
+        free = view.users[torch.from_numpy(self.user_trained)][:, : view.users.shape[1] - view.fixed_tail].double()
+        centred = free - free.mean(0)
+        cov = centred.T @ centred / max(len(free) - 1, 1)
+        cov += torch.eye(len(cov), dtype=cov.dtype) * (1e-3 * cov.diagonal().mean() + 1e-8)
+        return free.mean(0).float(), torch.linalg.inv(cov).float()
+
+    # --- id lookups -----------------------------------------------------------------------
+    def _rows(self, values: Sequence[Any], vocab: Vocabulary, trained: np.ndarray, role: str) -> np.ndarray:
+        """Rows of trained ids; raises naming ids that are unknown or only in the validation split."""
+        values = vocab.parse(values)
+        rows = vocab.index(values)
+        untrained = (rows != UNKNOWN) & ~trained[np.where(rows == UNKNOWN, 0, rows)]
+        if (rows == UNKNOWN).any():
+            vocab.index_strict(values)  # raises, naming the unknown ids
+        if untrained.any():
+            bad = ", ".join(repr(v) for v in pd.unique(np.asarray(values, dtype=object)[untrained])[:5])
+            raise UnknownIdError(
+                f"{role} id(s) {bad} appear only in the validation split: the model never trained on them"
+            )
+        return rows
+
+    @functools.cached_property
+    def _title_rows(self) -> dict[str, int]:
+        if self.titles is None:
+            return {}
+        rows: dict[str, int] = {}
+        for row, title in enumerate(self.titles):
+            if title is not None:
+                rows.setdefault(str(title), row)
+        return rows
+
+    def item_row(self, item: Any) -> int:
+        """The row of an item given by raw id or by title; a miss suggests the closest titles."""
+        (parsed,) = self.items.parse([item])
+        row = int(self.items.index([parsed])[0])
+        if row == UNKNOWN and isinstance(item, str):
+            row = self._title_rows.get(item, UNKNOWN)
+        if row == UNKNOWN:
+            close = difflib.get_close_matches(str(item), list(self._title_rows), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
+            raise UnknownIdError(f"unknown item id or title {item!r}{hint}")
+        if not self.item_trained[row]:
+            raise UnknownIdError(f"item {item!r} appears only in the validation split: the model never trained on it")
+        return row
 
     def title(self, item: Any) -> str | None:
         """The title of a raw item id, or ``None`` when titles are unknown."""
         if self.titles is None:
             return None
-        return self.titles[int(self.items.index_strict([item])[0])]
+        return self.titles[int(self.items.index_strict(self.items.parse([item]))[0])]
 
-    def predict(self, users: Sequence[Any], items: Sequence[Any]) -> np.ndarray:
+    def _titles_of(self, rows: np.ndarray) -> list[str | None] | None:
+        return None if self.titles is None else [self.titles[r] for r in rows]
+
+    # --- questions ------------------------------------------------------------------------
+    def predict(self, users: Sequence[Any], items: Sequence[Any], strict: bool = False) -> pd.DataFrame:
         """Predicted ratings for each ``(users[k], items[k])`` pair of raw ids.
 
+        Returns:
+            A DataFrame ``user, item, prediction, fallback``: ``fallback`` is
+            ``""`` for a plain prediction, else ``"user"``, ``"item"`` or
+            ``"user+item"``, the side(s) replaced by the average (see the module
+            docstring).
+
         Raises:
-            UnknownIdError: an id is not in the model's vocabulary (it names it).
+            UnknownIdError: with ``strict=True``, naming the ids the model never
+                trained on and saying when an id is only in the validation split.
         """
+        users, items = list(users), list(items)
         if len(users) != len(items):
             raise ValueError(f"users and items must have the same length, got {len(users)} and {len(items)}")
-        x = np.stack([self.users.index_strict(users), self.items.index_strict(items)], axis=1)
-        device = next(self.model.parameters()).device
-        self.model.eval()
+        if strict:
+            u = self._rows(users, self.users, self.user_trained, "user")
+            i = self._rows(items, self.items, self.item_trained, "item")
+        else:
+            u, i = self.users.index(self.users.parse(users)), self.items.index(self.items.parse(items))
+        u_ok = (u != UNKNOWN) & self.user_trained[np.maximum(u, 0)]
+        i_ok = (i != UNKNOWN) & self.item_trained[np.maximum(i, 0)]
+        view = self.view
+        u_vec = torch.where(torch.from_numpy(u_ok)[:, None], view.users[np.maximum(u, 0)], self._average_user)
+        i_vec = torch.where(torch.from_numpy(i_ok)[:, None], view.items[np.maximum(i, 0)], self._average_item)
         with torch.no_grad():
-            return self.model(torch.from_numpy(x).to(device)).reshape(-1).cpu().numpy()
+            pred = view.pair(u_vec, i_vec).cpu().numpy().astype(np.float64)
+        neither = ~u_ok & ~i_ok
+        if neither.any() and self.history is not None:
+            pred[neither] = self.history.global_mean
+        fallback = np.select([neither, ~u_ok, ~i_ok], ["user+item", "user", "item"], "")
+        return pd.DataFrame({"user": users, "item": items, "prediction": pred, "fallback": fallback})
+
+    def _candidates(self, items: Iterable[Any] | None) -> np.ndarray:
+        if items is None:
+            return np.flatnonzero(self.item_trained)
+        rows = np.unique(np.array([self.item_row(item) for item in items], dtype=np.int64))
+        if len(rows) == 0:
+            raise DataError("items= names no candidate items")
+        return rows
+
+    def _top_n(
+        self, user_vectors: torch.Tensor, seen: tuple[np.ndarray, np.ndarray] | None, n: int, candidates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and item rows of the best ``n`` candidates per user vector, seen pairs removed."""
+        if n < 1:
+            raise ValueError(f"n must be a positive integer, got {n}")
+        with torch.no_grad():
+            scores = self.view.grid(user_vectors, self.view.items[torch.from_numpy(candidates)])
+        if seen is not None:
+            position = np.full(len(self.items), -1, dtype=np.int64)
+            position[candidates] = np.arange(len(candidates))
+            which, item_rows = seen
+            cols = position[item_rows]
+            hit = cols >= 0
+            scores[torch.from_numpy(which[hit]), torch.from_numpy(cols[hit])] = -torch.inf
+        top = torch.topk(scores, min(n, len(candidates)), dim=1)
+        return top.values.cpu().numpy(), candidates[top.indices.cpu().numpy()]
+
+    def _frame(self, user_ids: Sequence[Any], scores: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+        k, n = scores.shape
+        frame = pd.DataFrame(
+            {
+                "user": np.repeat(np.asarray(user_ids), n),
+                "rank": np.tile(np.arange(1, n + 1), k),
+                "item": self.items.ids[rows.reshape(-1)],
+                "score": scores.reshape(-1).astype(np.float64),
+            }
+        )
+        if self.titles is not None:
+            frame.insert(3, "title", self._titles_of(rows.reshape(-1)))
+        return frame[np.isfinite(frame["score"].to_numpy())].reset_index(drop=True)
+
+    def _seen_required(self) -> RatingHistory:
+        if self.history is None:
+            raise DataError("this model was saved without its rating history, so seen items are unknown; "
+                            "pass exclude_seen=False")
+        return self.history
+
+    def recommend(
+        self, users: Sequence[Any], n: int = 10, exclude_seen: bool = True, items: Iterable[Any] | None = None
+    ) -> pd.DataFrame:
+        """The top ``n`` items for each user, in one matrix product and one ``topk``.
+
+        Args:
+            users: raw user ids (the model must have trained on them; for
+                someone new, see :meth:`recommend_new_user`).
+            n: how many items per user.
+            exclude_seen: drop items the user has rated.
+            items: restrict the candidates to these items (ids or titles);
+                default: every item the model trained on.
+
+        Returns:
+            A DataFrame ``user, rank, item, [title,] score`` (score: the predicted rating).
+        """
+        users = list(users)
+        rows = self._rows(users, self.users, self.user_trained, "user")
+        seen = self._seen_required().seen_pairs(rows) if exclude_seen else None
+        scores, item_rows = self._top_n(self.view.users[torch.from_numpy(rows)], seen, n, self._candidates(items))
+        return self._frame(users, scores, item_rows)
+
+    def _similar(self, factors: torch.Tensor, row: int, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        unit = torch.nn.functional.normalize(factors, dim=1)
+        sims = unit @ unit[row]
+        mask = torch.from_numpy(~allowed)
+        mask[row] = True
+        sims[mask] = -torch.inf
+        top = torch.topk(sims, min(n, int(allowed.sum())), dim=0)
+        keep = torch.isfinite(top.values)
+        return top.values[keep].cpu().numpy().astype(np.float64), top.indices[keep].cpu().numpy()
+
+    def similar_items(self, item: Any, n: int = 10) -> pd.DataFrame:
+        """The ``n`` items whose factors have the highest cosine similarity to ``item`` (raw id or title)."""
+        if n < 1:
+            raise ValueError(f"n must be a positive integer, got {n}")
+        sims, rows = self._similar(self.view.item_factors, self.item_row(item), self.item_trained, n)
+        frame = pd.DataFrame({"item": self.items.ids[rows], "similarity": sims})
+        if self.titles is not None:
+            frame.insert(1, "title", self._titles_of(rows))
+        return frame
+
+    def similar_users(self, user: Any, n: int = 10) -> pd.DataFrame:
+        """The ``n`` users whose factors have the highest cosine similarity to ``user``."""
+        if n < 1:
+            raise ValueError(f"n must be a positive integer, got {n}")
+        (row,) = self._rows([user], self.users, self.user_trained, "user")
+        sims, rows = self._similar(self.view.user_factors, int(row), self.user_trained, n)
+        return pd.DataFrame({"user": self.users.ids[rows], "similarity": sims})
+
+    # --- new users ---------------------------------------------------------------------------
+    def fold_in(
+        self, ratings: Mapping[Any, float] | pd.DataFrame, noise: float | None = None, max_iter: int = 100
+    ) -> NewUser:
+        """Fit a vector for someone the model has not seen, from their ratings; items stay frozen.
+
+        The new user is taken to be one more member of the trained population:
+        with ``x̄`` and ``Σ`` the mean and covariance of the trained users'
+        vectors (factors and bias), L-BFGS finds the most probable vector::
+
+            x* = argmin  Σ_i (r̂(x, i) - r_i)²  +  noise · (x - x̄)ᵀ Σ⁻¹ (x - x̄)
+
+        With few ratings the answer stays among real users' tastes; with many,
+        the ratings decide. No retraining: item vectors and the model are frozen.
+
+        Args:
+            ratings: ``{item: rating}`` (ids or titles), or a DataFrame whose
+                first two columns are item and rating.
+            noise: variance of a rating around its prediction; default: the
+                training MSE recorded with the model (``info["train_mse"]``), else 0.5.
+            max_iter: L-BFGS iterations.
+        """
+        noise = float(self.info.get("train_mse", 0.5)) if noise is None else float(noise)
+        if not noise > 0:
+            raise ValueError(f"noise must be a positive variance, got {noise}")
+        if isinstance(ratings, pd.DataFrame):
+            if ratings.shape[1] < 2:
+                raise DataError(f"fold-in ratings need item and rating columns, got {list(ratings.columns)}")
+            pairs = list(zip(ratings.iloc[:, 0], ratings.iloc[:, 1]))
+        else:
+            pairs = list(dict(ratings).items())
+        if not pairs:
+            raise DataError("fold-in needs at least one (item, rating) pair")
+        rows = np.array([self.item_row(item) for item, _ in pairs], dtype=np.int64)
+        values = pd.to_numeric(pd.Series([r for _, r in pairs]), errors="coerce").to_numpy(dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise DataError(f"fold-in ratings must be numbers; got {[r for _, r in pairs][:5]}")
+        view = self.view
+        items = view.items[torch.from_numpy(rows)]
+        target = torch.from_numpy(values).to(items.device)
+        mean, precision = self._user_prior
+        cut = len(mean)
+        tail = self._average_user[cut:]
+        free = mean.clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([free], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            x = torch.cat([free, tail]).expand(len(rows), -1)
+            d = free - mean
+            loss = ((view.pair(x, items) - target) ** 2).sum() + noise * (d @ precision @ d)
+            loss.backward()
+            return loss
+
+        with _frozen(self.model):
+            opt.step(closure)
+        return NewUser(torch.cat([free.detach(), tail]), rows, values)
+
+    def recommend_new_user(
+        self,
+        ratings: Mapping[Any, float] | pd.DataFrame | NewUser,
+        n: int = 10,
+        exclude_seen: bool = True,
+        items: Iterable[Any] | None = None,
+    ) -> pd.DataFrame:
+        """Fold a new user in (see :meth:`fold_in`) and return their top ``n``, without retraining."""
+        new = ratings if isinstance(ratings, NewUser) else self.fold_in(ratings)
+        seen = (np.zeros(len(new.item_rows), dtype=np.int64), new.item_rows) if exclude_seen else None
+        scores, rows = self._top_n(new.vector[None, :], seen, n, self._candidates(items))
+        return self._frame(["new user"], scores, rows)
+
+    def predict_new_user(self, new: NewUser, items: Sequence[Any]) -> np.ndarray:
+        """Predicted ratings of a folded-in user for ``items`` (ids or titles)."""
+        rows = np.array([self.item_row(item) for item in items], dtype=np.int64)
+        with torch.no_grad():
+            return self.view.grid(new.vector[None, :], self.view.items[torch.from_numpy(rows)])[0].cpu().numpy()
+
+
+class _frozen:
+    """Turn off gradients for a model's parameters for the duration of a block."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __enter__(self) -> None:
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc) -> None:
+        for p in self.params:
+            p.requires_grad_(True)

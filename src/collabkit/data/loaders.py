@@ -152,7 +152,7 @@ class CollabDataLoaders:
         """Batch a train/valid split that already exists (e.g. MovieLens ``u1.base``/``u1.test``)."""
         train = validate_ratings(train, user_name, item_name, rating_name, duplicates=duplicates)
         if len(valid):
-            valid = validate_ratings(valid, *train.columns[:3], duplicates=duplicates)
+            valid = validate_ratings(valid, *train.columns[:3], duplicates=duplicates, min_ids=1)
         else:
             valid = train.iloc[:0]
         return cls._from_clean(train, valid, bs, val_bs, seed, device)

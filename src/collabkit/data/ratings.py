@@ -65,6 +65,7 @@ def validate_ratings(
     rating_col: str | None = None,
     duplicates: Duplicates = "error",
     keep_columns: tuple[str, ...] = (),
+    min_ids: int = 2,
 ) -> pd.DataFrame:
     """Check a ratings table and return it as columns ``user_col, item_col, rating_col``.
 
@@ -76,6 +77,8 @@ def validate_ratings(
             (default), ``"mean"`` (average them), ``"last"`` (keep the last row)
             or ``"keep"`` (keep every row as its own sample, as fastai does).
         keep_columns: extra columns to carry along (e.g. a title), if present.
+        min_ids: the fewest distinct users and items accepted (a validation
+            split may hold a single user; a training table needs two).
 
     Returns:
         A new frame with the three columns first, ratings as float32 and a
@@ -147,8 +150,8 @@ def validate_ratings(
 
     for col, role in ((user_col, "user"), (item_col, "item")):
         n = out[col].nunique()
-        if n < 2:
-            raise DataError(f"collaborative filtering needs at least 2 distinct {role}s; column {col!r} has {n}")
+        if n < min_ids:
+            raise DataError(f"collaborative filtering needs at least {min_ids} distinct {role}s; column {col!r} has {n}")
     return out
 
 

@@ -108,6 +108,18 @@ class Vocabulary(Sequence):
             raise UnknownIdError(f"unknown {self.name} id(s): {shown}{more}")
         return rows
 
+    def parse(self, values: Iterable[Any]) -> list[Any]:
+        """Text ids (from a command line or a URL) as the vocabulary's type: ``"42"`` -> ``42`` for int ids."""
+        values = list(values)
+        if not pd.api.types.is_integer_dtype(self._index.dtype):
+            return values
+        parsed = []
+        for v in values:
+            if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
+                v = int(v)
+            parsed.append(v)
+        return parsed
+
     # --- persistence -------------------------------------------------------
     def to_list(self) -> list[Any]:
         """The raw ids as plain Python values (ints or strings), for JSON."""

@@ -80,6 +80,9 @@ class EmbeddingNN(nn.Module):
         return dict(self._config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([emb(x[:, k]) for k, emb in enumerate(self.embeds)], dim=1)
-        res = self.layers(self.emb_drop(h)).squeeze(1)
+        return self.head(self.embeds[0](x[:, 0]), self.embeds[1](x[:, 1]))
+
+    def head(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Ratings from user and item embedding vectors (``(n, w_user)``, ``(n, w_item)``)."""
+        res = self.layers(self.emb_drop(torch.cat([users, items], dim=1))).squeeze(1)
         return res if self.y_range is None else sigmoid_range(res, *self.y_range)

@@ -1,0 +1,94 @@
+"""Who rated what: the interactions behind a model, kept with it for top-N and fallbacks.
+
+A :class:`RatingHistory` stores, in vocabulary rows:
+
+* every (user, item) pair the model's data held, train and validation alike, as
+  a CSR matrix (``indptr``, ``indices``): what ``exclude_seen`` removes;
+* which users and items the model was *trained* on (a row that appears only in
+  validation was never fitted, so its factors are noise);
+* the mean training rating, the prediction of last resort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class RatingHistory:
+    """Interactions and training coverage, by vocabulary row."""
+
+    indptr: np.ndarray  # (n_users + 1,) int64: user u's items are indices[indptr[u]:indptr[u+1]]
+    indices: np.ndarray  # (nnz,) int64 item rows, sorted within each user
+    user_trained: np.ndarray  # (n_users,) bool
+    item_trained: np.ndarray  # (n_items,) bool
+    item_counts: np.ndarray  # (n_items,) int64: training ratings per item
+    global_mean: float
+
+    @classmethod
+    def from_pairs(
+        cls, all_pairs: np.ndarray, train_pairs: np.ndarray, train_ratings: np.ndarray, n_users: int, n_items: int
+    ) -> RatingHistory:
+        """Build from ``(n, 2)`` row pairs: every known pair, and the training pairs with their ratings."""
+        all_pairs = np.asarray(all_pairs, dtype=np.int64).reshape(-1, 2)
+        train_pairs = np.asarray(train_pairs, dtype=np.int64).reshape(-1, 2)
+        order = np.lexsort((all_pairs[:, 1], all_pairs[:, 0]))
+        users, items = all_pairs[order, 0], all_pairs[order, 1]
+        keep = np.ones(len(users), dtype=bool)  # drop repeated pairs (duplicates='keep')
+        keep[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+        users, items = users[keep], items[keep]
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+        user_trained = np.bincount(train_pairs[:, 0], minlength=n_users) > 0
+        item_counts = np.bincount(train_pairs[:, 1], minlength=n_items).astype(np.int64)
+        mean = float(np.mean(train_ratings)) if len(train_ratings) else float("nan")
+        return cls(indptr, items, user_trained, item_counts > 0, item_counts, mean)
+
+    @classmethod
+    def from_dls(cls, dls) -> RatingHistory:
+        """The history of a :class:`~collabkit.data.CollabDataLoaders` (both splits)."""
+        train_x, valid_x = dls.train.x.cpu().numpy(), dls.valid.x.cpu().numpy()
+        return cls.from_pairs(
+            np.concatenate([train_x, valid_x]), train_x, dls.train.y.cpu().numpy(), len(dls.users), len(dls.items)
+        )
+
+    @property
+    def n_users(self) -> int:
+        return len(self.indptr) - 1
+
+    def seen(self, user_row: int) -> np.ndarray:
+        """Item rows user ``user_row`` has rated."""
+        return self.indices[self.indptr[user_row] : self.indptr[user_row + 1]]
+
+    def seen_pairs(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(k, item_row)`` for every item rated by ``user_rows[k]``, without a Python loop."""
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        starts, stops = self.indptr[user_rows], self.indptr[user_rows + 1]
+        counts = stops - starts
+        which = np.repeat(np.arange(len(user_rows)), counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return which, self.indices[np.repeat(starts, counts) + offsets]
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """For safetensors: the arrays as tensors (the mean goes in the JSON config)."""
+        return {
+            "indptr": torch.from_numpy(self.indptr.astype(np.int64)),
+            "indices": torch.from_numpy(self.indices.astype(np.int64)),
+            "user_trained": torch.from_numpy(self.user_trained.astype(np.uint8)),
+            "item_trained": torch.from_numpy(self.item_trained.astype(np.uint8)),
+            "item_counts": torch.from_numpy(self.item_counts.astype(np.int64)),
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], global_mean: float) -> RatingHistory:
+        return cls(
+            tensors["indptr"].numpy().astype(np.int64),
+            tensors["indices"].numpy().astype(np.int64),
+            tensors["user_trained"].numpy().astype(bool),
+            tensors["item_trained"].numpy().astype(bool),
+            tensors["item_counts"].numpy().astype(np.int64),
+            float(global_mean),
+        )
