@@ -96,7 +96,7 @@ def test_predict_policies_for_unknown_ids(rec, clusters):
     assert out["prediction"].iloc[2] == pytest.approx(item_means[0], abs=0.5)
     with pytest.raises(UnknownIdError, match=r"unknown user id\(s\): 999"):
         rec.predict([999], [0], strict=True)
-    with pytest.raises(UnknownIdError, match=r"unknown item id\(s\): 555"):
+    with pytest.raises(UnknownIdError, match=r"unknown item id or title 555"):
         rec.predict([0], [555], strict=True)
 
 

@@ -3,6 +3,11 @@
     collabkit train --data ml-latest-small --out runs/demo
     collabkit train --data ml-100k --data-dir ~/data --epochs 5 --lr 5e-3 --wd 0.1
     collabkit train --data ratings.csv --user-col uid --item-col iid --rating-col stars
+    collabkit predict --model runs/demo --user 1 --item 318
+    collabkit recommend --model runs/demo --user 1 -n 10
+    collabkit recommend --model runs/demo --ratings my_ratings.csv
+    collabkit similar --model runs/demo --item "Toy Story (1995)"
+    collabkit explain --model runs/demo --plots runs/demo-plots
 
 A user error prints one line, ``collabkit: error: ...``, and exits with status 1.
 """
@@ -10,6 +15,7 @@ A user error prints one line, ``collabkit: error: ...``, and exits with status 1
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -26,10 +32,11 @@ from collabkit.data import CollabDataLoaders, read_ratings_file
 from collabkit.data.ratings import DUPLICATE_POLICIES
 from collabkit.datasets import DATASETS, Dataset, load_dataset
 from collabkit.errors import CollabkitError
+from collabkit.interpret import item_bias_table, item_pca, save_plots
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rule
 from collabkit.recommend import Recommender
-from collabkit.training import WD_MODES, Learner
+from collabkit.training import WD_MODES, Learner, ProgressCallback
 
 log = logging.getLogger("collabkit")
 
@@ -102,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
 
     fit = train.add_argument_group("training (fit_one_cycle)")
     fit.add_argument("--epochs", type=_positive_int, default=5)
-    fit.add_argument("--lr", type=float, default=5e-3, help="peak learning rate of the 1cycle schedule")
+    fit.add_argument("--lr", type=float, help="peak learning rate of the 1cycle schedule (default 5e-3)")
+    fit.add_argument("--lr-find", action="store_true", help="run the lr finder first; without --lr, train at its suggestion")
     fit.add_argument("--wd", type=float, default=0.1, help="weight decay")
     fit.add_argument("--wd-mode", choices=WD_MODES, default="decoupled", help="how weight decay is applied")
     fit.add_argument("--bs", type=_positive_int, default=64, help="batch size")
@@ -113,7 +121,41 @@ def _parser() -> argparse.ArgumentParser:
     out = train.add_argument_group("output")
     out.add_argument("--out", type=Path, help="save the trained model to this directory")
     out.add_argument("--show", type=int, default=8, help="how many validation predictions to print")
+
+    _add_use_commands(commands)
     return parser
+
+
+def _add_use_commands(commands) -> None:
+    """The commands that ask a saved model questions."""
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        sub.add_argument("--model", type=Path, required=True, help="a model directory written by train --out")
+        sub.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+        return sub
+
+    predict = command("predict", "predict ratings for (user, item) pairs")
+    predict.add_argument("--user", help="a user id")
+    predict.add_argument("--item", help="an item id or title")
+    predict.add_argument("--pairs", type=Path, help="a CSV of pairs (columns named as in training, or the first two)")
+    predict.add_argument("--output", type=Path, help="write the predictions to this CSV file")
+    predict.add_argument("--strict", action="store_true", help="fail on ids the model never trained on")
+
+    recommend = command("recommend", "recommend the top items for users, or for a new user's ratings")
+    recommend.add_argument("--user", nargs="+", help="one or more user ids")
+    recommend.add_argument("--ratings", type=Path, help="a new user's ratings: CSV with item and rating columns")
+    recommend.add_argument("-n", type=_positive_int, default=10, help="how many items per user")
+    recommend.add_argument("--include-seen", action="store_true", help="keep items the user has already rated")
+
+    similar = command("similar", "list the items (or users) most similar to one, by cosine of their factors")
+    similar.add_argument("--item", help="an item id or title")
+    similar.add_argument("--user", help="a user id")
+    similar.add_argument("-n", type=_positive_int, default=10, help="how many to list")
+
+    explain = command("explain", "show the learned item biases and the main axes of taste, and draw plots")
+    explain.add_argument("--plots", type=Path, help="write PNG plots to this directory")
+    explain.add_argument("-n", type=_positive_int, default=10, help="items per table")
 
 
 def _load_table(args: argparse.Namespace) -> Dataset:
@@ -168,7 +210,7 @@ def _device(name: str) -> torch.device:
 def cmd_train(args: argparse.Namespace) -> int:
     if not 0.0 < args.valid_pct < 1.0:
         raise CliError(f"--valid-pct must be between 0 and 1 (exclusive), got {args.valid_pct}")
-    if args.lr <= 0 or args.wd < 0:
+    if (args.lr is not None and args.lr <= 0) or args.wd < 0:
         raise CliError(f"--lr must be > 0 and --wd >= 0, got --lr {args.lr} --wd {args.wd}")
     started = time.perf_counter()
     dataset = _load_table(args)
@@ -193,16 +235,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     learn = Learner(
         dls,
         model,
-        lr=args.lr,
+        lr=5e-3 if args.lr is None else args.lr,
         wd=args.wd,
         wd_mode=args.wd_mode,
         metrics=[rmse],
-        progress=True,
+        cbs=[ProgressCallback(bar=False if args.no_progress else None)],
+        progress=False,
         n_threads=args.threads,
     )
-    if args.no_progress:
-        learn.cbs = []
-    learn.fit_one_cycle(args.epochs, args.lr, wd=args.wd)
+    lr = 5e-3 if args.lr is None else args.lr
+    lr_curve = None
+    if args.lr_find:
+        lr_curve = learn.lr_find(show_plot=False)
+        print(f"lr_find suggests lr {lr_curve.valley:.2e} (valley)")
+        lr = lr_curve.valley if args.lr is None else lr
+    learn.fit_one_cycle(args.epochs, lr, wd=args.wd)
     preds, targs = learn.get_preds()
     valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
     print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.1f} s in all)")
@@ -212,7 +259,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "data": dataset.name,
         "model": args.model,
         "epochs": args.epochs,
-        "lr": args.lr,
+        "lr": lr,
         "wd": args.wd,
         "wd_mode": args.wd_mode,
         "bs": args.bs,
@@ -221,13 +268,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         "valid_rmse": valid_rmse,
         "valid_mae": valid_mae,
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "recorder": learn.recorder.to_dict(),
     }
+    if lr_curve is not None:
+        info["lr_find"] = lr_curve.to_dict()
     recommender = Recommender.from_learner(learn, titles=titles, info=info)
     if args.show > 0 and dls.valid.n:
         _print_samples(recommender, dls, preds, args.show)
     if args.out is not None:
         recommender.save(args.out)
-        print(f"\nsaved model to {args.out}/ (model.safetensors, config.json, vocab.json)")
+        print(f"\nsaved model to {args.out}/")
     return 0
 
 
@@ -240,6 +290,92 @@ def _print_samples(recommender: Recommender, dls: CollabDataLoaders, preds: torc
         sample.insert(2, "title", [recommender.titles[i] for i in dls.valid.x[rows, 1].tolist()])
     print("\nvalidation ratings beside the model's predictions:")
     print(sample.to_string(index=False))
+
+
+def _show(frame: pd.DataFrame, as_json: bool, title: str | None = None) -> None:
+    if as_json:
+        print(frame.to_json(orient="records", force_ascii=False))
+        return
+    if title:
+        print(title)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(frame) else "(none)")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    rec = Recommender.load(args.model)
+    if args.pairs is not None:
+        pairs = read_ratings_file(args.pairs)
+        cols = [rec.columns["user"], rec.columns["item"]]
+        if not set(cols) <= set(pairs.columns):
+            if pairs.shape[1] < 2:
+                raise CliError(f"--pairs needs user and item columns; {args.pairs} has {list(pairs.columns)}")
+            cols = list(pairs.columns[:2])
+        users, items = pairs[cols[0]].tolist(), pairs[cols[1]].tolist()
+    elif args.user is not None and args.item is not None:
+        users, items = [args.user], [args.item]
+    else:
+        raise CliError("give --user and --item, or --pairs FILE")
+    out = rec.predict(users, items, strict=args.strict)
+    if args.output is not None:
+        out.to_csv(args.output, index=False)
+        print(f"wrote {len(out)} predictions to {args.output}")
+    else:
+        _show(out, args.json)
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    rec = Recommender.load(args.model)
+    if (args.user is None) == (args.ratings is None):
+        raise CliError("give --user ID [ID ...] or --ratings FILE (a new user's ratings), not both")
+    if args.ratings is not None:
+        out = rec.recommend_new_user(read_ratings_file(args.ratings), n=args.n, exclude_seen=not args.include_seen)
+    else:
+        out = rec.recommend(args.user, n=args.n, exclude_seen=not args.include_seen)
+    _show(out, args.json)
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    rec = Recommender.load(args.model)
+    if (args.item is None) == (args.user is None):
+        raise CliError("give --item ID_OR_TITLE or --user ID")
+    out = rec.similar_items(args.item, n=args.n) if args.item is not None else rec.similar_users(args.user, n=args.n)
+    _show(out, args.json)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    rec = Recommender.load(args.model)
+    tables: dict[str, pd.DataFrame] = {}
+    if isinstance(rec.model, DotProductBias):
+        low, high = item_bias_table(rec, n=args.n)
+        tables["lowest bias: rated low even by people whose taste they match"] = low
+        tables["highest bias: liked even by people whose taste they do not match"] = high
+    pca = item_pca(rec)
+    for c in range(1, len(pca.explained) + 1):
+        low, high = pca.extremes(c, n=min(args.n, 5))
+        share = f"{pca.explained[c - 1]:.0%} of variance"
+        tables[f"component {c} ({share}), low end"] = low
+        tables[f"component {c} ({share}), high end"] = high
+    if args.json:
+        print(json.dumps({k: v.to_dict(orient="records") for k, v in tables.items()}, ensure_ascii=False, default=str))
+    else:
+        for name, frame in tables.items():
+            _show(frame, False, title=f"\n{name}:")
+    if args.plots is not None:
+        for path in save_plots(rec, args.plots):
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "recommend": cmd_recommend,
+    "similar": cmd_similar,
+    "explain": cmd_explain,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = one_line_warning
-            return cmd_train(args)
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("collabkit: interrupted", file=sys.stderr)
         return 130

@@ -241,6 +241,16 @@ class Recommender:
             raise UnknownIdError(f"item {item!r} appears only in the validation split: the model never trained on it")
         return row
 
+    def _item_rows(self, items: Sequence[Any]) -> np.ndarray:
+        """Rows of items given by raw id or title; ``UNKNOWN`` where neither matches."""
+        values = self.items.parse(items)
+        rows = self.items.index(values)
+        if self.titles is not None:
+            for k in np.flatnonzero(rows == UNKNOWN):
+                if isinstance(values[k], str):
+                    rows[k] = self._title_rows.get(values[k], UNKNOWN)
+        return rows
+
     def title(self, item: Any) -> str | None:
         """The title of a raw item id, or ``None`` when titles are unknown."""
         if self.titles is None:
@@ -252,7 +262,7 @@ class Recommender:
 
     # --- questions ------------------------------------------------------------------------
     def predict(self, users: Sequence[Any], items: Sequence[Any], strict: bool = False) -> pd.DataFrame:
-        """Predicted ratings for each ``(users[k], items[k])`` pair of raw ids.
+        """Predicted ratings for each ``(users[k], items[k])`` pair of raw ids (items may be titles).
 
         Returns:
             A DataFrame ``user, item, prediction, fallback``: ``fallback`` is
@@ -269,9 +279,9 @@ class Recommender:
             raise ValueError(f"users and items must have the same length, got {len(users)} and {len(items)}")
         if strict:
             u = self._rows(users, self.users, self.user_trained, "user")
-            i = self._rows(items, self.items, self.item_trained, "item")
+            i = np.array([self.item_row(item) for item in items], dtype=np.int64)
         else:
-            u, i = self.users.index(self.users.parse(users)), self.items.index(self.items.parse(items))
+            u, i = self.users.index(self.users.parse(users)), self._item_rows(items)
         u_ok = (u != UNKNOWN) & self.user_trained[np.maximum(u, 0)]
         i_ok = (i != UNKNOWN) & self.item_trained[np.maximum(i, 0)]
         view = self.view

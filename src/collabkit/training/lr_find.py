@@ -60,6 +60,14 @@ class LRFinderResult:
     def __iter__(self):
         return iter(self.suggestions.values())
 
+    def to_dict(self) -> dict:
+        """A JSON-ready copy, for saving with a model."""
+        return {"lrs": self.lrs.tolist(), "losses": self.losses.tolist(), "suggestions": dict(self.suggestions)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LRFinderResult:
+        return cls(np.asarray(data["lrs"]), np.asarray(data["losses"]), dict(data["suggestions"]))
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v:.3g}" for k, v in self.suggestions.items())
         return f"SuggestedLRs({inner})"

@@ -38,6 +38,27 @@ class Recorder:
     iters: list[int] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
 
+    def to_dict(self, digits: int = 6) -> dict:
+        """A JSON-ready copy (floats rounded to ``digits`` significant digits), for saving with a model."""
+
+        def r(values):
+            return [float(f"{v:.{digits}g}") for v in values]
+
+        return {
+            "losses": r(self.losses),
+            "lrs": r(self.lrs),
+            "moms": r(self.moms),
+            "values": [r(row) for row in self.values],
+            "metric_names": list(self.metric_names),
+            "iters": list(self.iters),
+            "times": r(self.times),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Recorder:
+        names = ("losses", "lrs", "moms", "values", "metric_names", "iters", "times")
+        return cls(**{name: list(data.get(name, [])) for name in names})
+
     @property
     def train_losses(self) -> list[float]:
         return [row[0] for row in self.values]
