@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## Train DotProductBias on the bundled ml-latest-small, print the epoch table, metrics and predictions.
+## Train DotProductBias on the bundled ml-latest-small, print the epoch table, metrics and predictions,
+## then ask the saved model for recommendations and similar movies.
 demo: $(STAMP)
 	$(BIN)/collabkit train --data ml-latest-small --out runs/demo
+	@echo; echo "== top 5 for user 1 (collabkit recommend --model runs/demo --user 1 -n 5)"
+	@$(BIN)/collabkit recommend --model runs/demo --user 1 -n 5
+	@echo; echo "== like Toy Story (collabkit similar --model runs/demo --item 'Toy Story (1995)' -n 5)"
+	@$(BIN)/collabkit similar --model runs/demo --item "Toy Story (1995)" -n 5
 
 ## Install and run the test suite.
 test: $(STAMP)
@@ -25,6 +30,7 @@ test: $(STAMP)
 ## Benchmarks (write their results to docs/benchmarks.md by hand, with the command).
 bench: $(STAMP)
 	$(BIN)/python bench/lesson_epoch.py
+	$(BIN)/python bench/recommend_all.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
