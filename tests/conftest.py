@@ -17,6 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Never touch the user's ~/.cache/collabkit: every test session gets its own COLLABKIT_HOME."""
+    before = os.environ.get("COLLABKIT_HOME")
+    os.environ["COLLABKIT_HOME"] = str(tmp_path_factory.mktemp("collabkit_home"))
+    yield
+    if before is None:
+        os.environ.pop("COLLABKIT_HOME", None)
+    else:
+        os.environ["COLLABKIT_HOME"] = before
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Small batches train fastest on one thread; and tests must not fight over 2 cores."""

@@ -67,11 +67,23 @@ def test_nan_ratings_are_reported_from_the_cli(tmp_path, capsys):
     assert "1 rating(s) are NaN or infinite in column 'r'" in capsys.readouterr().err
 
 
-def test_ml_100k_without_a_folder_says_where_to_point(monkeypatch, capsys):
+def test_ml_100k_offline_says_where_to_point(monkeypatch, capsys, tmp_path):
+    import dataclasses
+    import socket
+
+    from collabkit import datasets
+
+    with socket.socket() as s:  # a port nothing listens on: the download is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/ml-100k.zip"
+    monkeypatch.setitem(datasets.REGISTRY, "ml-100k", dataclasses.replace(datasets.REGISTRY["ml-100k"], url=url))
+    monkeypatch.setenv("COLLABKIT_HOME", str(tmp_path))
     monkeypatch.delenv("COLLABKIT_DATA_DIR", raising=False)
     assert main(["train", "--data", "ml-100k", *FAST]) == 1
     err = capsys.readouterr().err
-    assert "--data-dir" in err and "COLLABKIT_DATA_DIR" in err and err.count("\n") == 1
+    assert url in err and "collabkit datasets add ml-100k" in err and "--data-dir" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_bad_flags_are_one_line_too(capsys):

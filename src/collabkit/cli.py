@@ -30,6 +30,7 @@ import torch
 from collabkit import __version__
 from collabkit.data import CollabDataLoaders, read_ratings_file
 from collabkit.data.ratings import DUPLICATE_POLICIES
+from collabkit import datasets as datasets_mod
 from collabkit.datasets import DATASETS, Dataset, load_dataset
 from collabkit.errors import CollabkitError
 from collabkit.interpret import item_bias_table, item_pca, save_plots
@@ -123,6 +124,20 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--show", type=int, default=8, help="how many validation predictions to print")
 
     _add_use_commands(commands)
+
+    data_cmd = commands.add_parser(
+        "datasets", help="list, describe, download or add named datasets",
+        description="Named MovieLens datasets, cached under $COLLABKIT_HOME (default ~/.cache/collabkit).",
+    )
+    actions = data_cmd.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    actions.add_parser("list", help="every known dataset, its size and license, and whether it is here")
+    for action, text in (("info", "everything known about one dataset"), ("download", "download and unpack one")):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("name", help="a dataset name (see: collabkit datasets list)")
+    add = actions.add_parser("add", help="use a copy you already have: a downloaded zip or an unpacked folder")
+    add.add_argument("name")
+    add.add_argument("path", type=Path)
     return parser
 
 
@@ -369,7 +384,40 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(name: str) -> str:
+    entry = datasets_mod.info(name)
+    if entry.bundled:
+        return "bundled"
+    folder = datasets_mod.cached_folder(name)
+    return str(folder) if folder is not None else "not here"
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        rows = [
+            {"name": e.name, "size": e.size, "ratings": e.ratings, "license": "redistributable" if e.redistributable
+             else "no redistribution", "here": _where(e.name)}
+            for e in datasets_mod.REGISTRY.values()
+        ]
+        print(pd.DataFrame(rows).to_string(index=False))
+        return 0
+    if args.action == "info":
+        entry = datasets_mod.info(args.name)
+        for key, value in [*vars(entry).items(), ("here", _where(entry.name))]:
+            print(f"{key:16} {value}")
+        return 0
+    if args.action == "download":
+        folder = datasets_mod.fetch(args.name)
+        entry = datasets_mod.info(args.name)
+        print(f"{args.name} is in {folder}\nlicense: {entry.license}")
+        return 0
+    folder = datasets_mod.add_local(args.name, args.path)
+    print(f"{args.name} now reads from {folder}")
+    return 0
+
+
 COMMANDS = {
+    "datasets": cmd_datasets,
     "train": cmd_train,
     "predict": cmd_predict,
     "recommend": cmd_recommend,

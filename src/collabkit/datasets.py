@@ -1,41 +1,107 @@
-"""Named datasets: the bundled MovieLens sample and MovieLens 100K from a local folder.
+"""Named datasets: MovieLens by name, downloaded once, checked, cached, and reloaded fast.
 
-======================  =========================================================
-name                    where it comes from
-======================  =========================================================
-``ml-latest-small``     bundled with collabkit (its license allows redistribution)
-``ml-100k``             a local folder: ``data_dir``, or ``$COLLABKIT_DATA_DIR``;
-                        its license forbids redistribution, so it is never bundled
-======================  =========================================================
+:data:`REGISTRY` lists every dataset collabkit knows, with its official URL,
+published MD5, size, license summary and file format. :func:`load_dataset`
+finds a dataset in this order:
+
+1. an explicit ``data_dir`` (the dataset's folder, or a folder holding it);
+2. ``$COLLABKIT_DATA_DIR`` likewise;
+3. the bundled copy (ml-latest-small only);
+4. the cache, ``$COLLABKIT_HOME/datasets/NAME`` (default ``~/.cache/collabkit``),
+   or a folder registered there with :func:`add_local`;
+5. a download into the cache, checked against the published MD5 (for datasets
+   that GroupLens regenerates, the ``.md5`` file published beside the zip).
+
+After the first parse, a compact ``.npz`` copy of the table is kept in the
+cache; it is rebuilt whenever a source file's size or modification time changes.
 
 Every loader returns a :class:`Dataset`: the ratings as a DataFrame plus the
-names of its user, item and rating columns and a title for each item.
+names of its user, item and rating columns, each item's title and genres.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from collabkit.errors import DatasetNotFoundError
+from collabkit.fetch import DownloadError, download, extract_zip, fetch_text, parse_md5
 
 log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "COLLABKIT_DATA_DIR"
-"""Environment variable naming a folder that holds ``ml-100k/`` (or is that folder)."""
+"""Environment variable naming a folder that holds dataset folders (or is one)."""
+HOME_ENV = "COLLABKIT_HOME"
+"""Environment variable naming collabkit's cache folder (default ``~/.cache/collabkit``)."""
 
+CACHE_FORMAT = 1
+_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
+_RESEARCH_ONLY = (
+    "MovieLens license (GroupLens Research): research use only; acknowledge the dataset in publications; "
+    "no endorsement implied; no commercial use without permission"
+)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One entry of the registry."""
+
+    name: str
+    url: str
+    md5: str | None  # published MD5 of the zip; None: read the .md5 published beside it
+    size: str  # download size, as GroupLens states it
+    ratings: str  # how many ratings, users, items
+    format: str  # "ml-100k" (tab-separated u.data), "dat" (:: separated), "csv"
+    folder: str  # the folder the zip unpacks to
+    license: str
+    redistributable: bool
+    bundled: bool = False
+    encoding: str = "utf-8"
+
+
+REGISTRY: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in [
+        DatasetInfo("ml-latest-small", _BASE_URL + "ml-latest-small.zip", None, "1 MB",
+                    "100,836 ratings, 610 users, 9,742 movies (2018 release)", "csv", "ml-latest-small",
+                    _RESEARCH_ONLY + "; redistribution allowed under the same terms", True, bundled=True),
+        DatasetInfo("ml-100k", _BASE_URL + "ml-100k.zip", "0e33842e24a9c977be4e0107933c0723", "5 MB",
+                    "100,000 ratings, 943 users, 1,682 movies", "ml-100k", "ml-100k",
+                    _RESEARCH_ONLY + "; no redistribution", False, encoding="latin-1"),
+        DatasetInfo("ml-1m", _BASE_URL + "ml-1m.zip", "c4d9eecfca2ab87c1945afe126590906", "6 MB",
+                    "1,000,209 ratings, 6,040 users, 3,706 movies", "dat", "ml-1m",
+                    _RESEARCH_ONLY + "; no redistribution", False, encoding="latin-1"),
+        DatasetInfo("ml-10m", _BASE_URL + "ml-10m.zip", "ce571fd55effeba0271552578f2648bd", "63 MB",
+                    "10,000,054 ratings, 69,878 users, 10,677 movies", "dat", "ml-10M100K",
+                    _RESEARCH_ONLY, False),
+        DatasetInfo("ml-20m", _BASE_URL + "ml-20m.zip", "cd245b17a1ae2cc31bb14903e1204af3", "190 MB",
+                    "20,000,263 ratings, 138,493 users, 26,744 movies", "csv", "ml-20m", _RESEARCH_ONLY, False),
+        DatasetInfo("ml-25m", _BASE_URL + "ml-25m.zip", "6b51fb2759a8657d3bfcbfc42b592ada", "250 MB",
+                    "25,000,095 ratings, 162,541 users, 59,047 movies", "csv", "ml-25m", _RESEARCH_ONLY, False),
+        DatasetInfo("ml-32m", _BASE_URL + "ml-32m.zip", None, "239 MB",
+                    "32,000,204 ratings, 200,948 users, 87,585 movies", "csv", "ml-32m", _RESEARCH_ONLY, False),
+        DatasetInfo("ml-latest", _BASE_URL + "ml-latest.zip", None, "335 MB",
+                    "about 33 million ratings (regenerated by GroupLens over time)", "csv", "ml-latest",
+                    _RESEARCH_ONLY, False),
+    ]
+}
+DATASETS = REGISTRY  # the names known to the CLI
 ML_100K_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 _ML_100K_COLUMNS = ["user", "movie", "rating", "timestamp"]
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A ratings table with the names of its columns and the items' titles."""
+    """A ratings table with the names of its columns, and each item's title (and genres, if known)."""
 
     name: str
     ratings: pd.DataFrame
@@ -43,10 +109,17 @@ class Dataset:
     item_col: str
     rating_col: str
     titles: pd.Series  # item id -> title
+    genres: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))  # item id -> "A|B"
 
     def with_titles(self) -> pd.DataFrame:
         """The ratings with a ``title`` column joined on (the lesson's ``ratings.merge(movies)``)."""
         return self.ratings.merge(self.titles.rename("title"), left_on=self.item_col, right_index=True, how="left")
+
+
+# --- where things live ---------------------------------------------------------------------------
+def home() -> Path:
+    """collabkit's cache folder: ``$COLLABKIT_HOME`` or ``~/.cache/collabkit``."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "collabkit").expanduser()
 
 
 def bundled_path(name: str = "ml-latest-small") -> Path:
@@ -54,46 +127,257 @@ def bundled_path(name: str = "ml-latest-small") -> Path:
     return Path(str(resources.files("collabkit") / "_bundled" / name))
 
 
-def load_ml_latest_small() -> Dataset:
-    """MovieLens "latest small" (2018): 100,836 ratings, 610 users, 9,742 movies, 0.5-5 stars."""
-    folder = bundled_path("ml-latest-small")
-    ratings = pd.read_csv(folder / "ratings.csv")
+def info(name: str) -> DatasetInfo:
+    """The registry entry of ``name``; an unknown name lists the known ones."""
+    if name not in REGISTRY:
+        raise DatasetNotFoundError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+_MARKER = {"ml-100k": "u.data", "dat": "ratings.dat", "csv": "ratings.csv"}
+
+
+def _holds(folder: Path, entry: DatasetInfo) -> bool:
+    return (folder / _MARKER[entry.format]).is_file()
+
+
+def _pointer(name: str) -> Path:
+    return home() / "datasets" / f"{name}.path"
+
+
+def cached_folder(name: str) -> Path | None:
+    """The dataset's folder in the cache (or the folder registered with :func:`add_local`), if present."""
+    entry = info(name)
+    pointer = _pointer(name)
+    if pointer.is_file():
+        folder = Path(pointer.read_text(encoding="utf-8").strip())
+        if _holds(folder, entry):
+            return folder
+    folder = home() / "datasets" / name / entry.folder
+    return folder if _holds(folder, entry) else None
+
+
+def find_folder(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """Where ``name`` already is on this machine (see the module docstring for the order), or ``None``."""
+    entry = info(name)
+    for given in (data_dir, os.environ.get(DATA_DIR_ENV)):
+        if not given:
+            continue
+        base = Path(given).expanduser()
+        for folder in (base, base / name, base / entry.folder):
+            if _holds(folder, entry):
+                return folder
+        if given is data_dir:
+            raise DatasetNotFoundError(f"no {name} files ({_MARKER[entry.format]}) in {str(base)!r} or below it")
+    if entry.bundled:
+        return bundled_path(name)
+    return cached_folder(name)
+
+
+# --- getting it ----------------------------------------------------------------------------------
+def fetch(name: str, url: str | None = None, progress: bool = True) -> Path:
+    """Download ``name`` into the cache (if it is not there yet) and return its folder.
+
+    The zip goes to a temporary file, is checked against the published MD5, and
+    only then unpacked, safely, into ``$COLLABKIT_HOME/datasets/NAME``. On any
+    failure nothing is left behind, and the error says how to retry or where to
+    put a copy downloaded by hand.
+    """
+    entry = info(name)
+    existing = cached_folder(name)
+    if existing is not None:
+        return existing
+    url = url or entry.url
+    root = home() / "datasets"
+    archive = root / f"{name}.zip"
+    manual = (
+        f"To install it by hand, download {entry.url} elsewhere and run "
+        f"`collabkit datasets add {name} PATH/{name}.zip` (or pass --data-dir to its unpacked folder)"
+    )
+    try:
+        md5 = entry.md5 or parse_md5(fetch_text(url + ".md5"))
+        log.info("downloading %s (%s) from %s", name, entry.size, url)
+        download(url, archive, md5, progress=progress)
+        extract_zip(archive, root / name)
+    except DownloadError as exc:
+        raise DownloadError(f"{exc}. Retry with `collabkit datasets download {name}`. {manual}") from exc
+    finally:
+        archive.unlink(missing_ok=True)
+    folder = cached_folder(name)
+    if folder is None:
+        raise DownloadError(f"{url} unpacked, but without {entry.folder}/{_MARKER[entry.format]}; {manual}")
+    log.warning("%s: %s. See %s for the full license.", name, entry.license, folder / _readme_name(folder))
+    return folder
+
+
+def _readme_name(folder: Path) -> str:
+    for candidate in ("README.txt", "README", "README.html"):
+        if (folder / candidate).is_file():
+            return candidate
+    return "README"
+
+
+def add_local(name: str, path: str | Path) -> Path:
+    """Use a copy the user already has: a downloaded zip (checked, then unpacked) or a folder (registered)."""
+    entry = info(name)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for folder in (path, path / entry.folder):
+            if _holds(folder, entry):
+                pointer = _pointer(name)
+                pointer.parent.mkdir(parents=True, exist_ok=True)
+                pointer.write_text(str(folder.resolve()), encoding="utf-8")
+                return folder
+        raise DatasetNotFoundError(f"{str(path)!r} does not hold {name}'s {_MARKER[entry.format]}")
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{str(path)!r} is neither a folder nor a file")
+    if entry.md5 is not None:
+        download(path.resolve().as_uri(), home() / "datasets" / f"{name}.zip", entry.md5, progress=False)
+        archive = home() / "datasets" / f"{name}.zip"
+    else:
+        archive = path
+    try:
+        extract_zip(archive, home() / "datasets" / name)
+    finally:
+        if archive != path:
+            archive.unlink(missing_ok=True)
+    folder = cached_folder(name)
+    if folder is None:
+        raise DatasetNotFoundError(f"{str(path)!r} unpacked without {entry.folder}/{_MARKER[entry.format]}")
+    return folder
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+def _read_sep(path: Path, names: list[str], encoding: str, sep: str = "::") -> pd.DataFrame:
+    """A ``::``-separated file, read by pandas' fast parser (it accepts one-character separators only)."""
+    text = path.read_bytes().decode(encoding).replace(sep, "\t")
+    return pd.read_csv(io.StringIO(text), sep="\t", header=None, names=names, quoting=3)
+
+
+def _parse_ml_100k(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ratings = pd.read_csv(folder / "u.data", sep="\t", header=None, names=_ML_100K_COLUMNS)
+    genre_names = []
+    if (folder / "u.genre").is_file():
+        genre_names = [g.split("|")[0] for g in (folder / "u.genre").read_text("latin-1").splitlines() if g.strip()]
+    items = pd.read_csv(folder / "u.item", sep="|", encoding="latin-1", header=None)
+    movies = pd.DataFrame({"movie": items[0], "title": items[1]})
+    flags = items.iloc[:, 5 : 5 + len(genre_names)].to_numpy(dtype=bool) if genre_names else None
+    movies["genres"] = (
+        ["|".join(g for g, on in zip(genre_names, row) if on) for row in flags] if flags is not None else ""
+    )
+    return ratings, movies
+
+
+def _parse_dat(folder: Path, encoding: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ratings = _read_sep(folder / "ratings.dat", ["userId", "movieId", "rating", "timestamp"], encoding)
+    movies = _read_sep(folder / "movies.dat", ["movieId", "title", "genres"], encoding)
+    return ratings, movies
+
+
+def _parse_csv(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ratings = pd.read_csv(folder / "ratings.csv", dtype={"userId": np.int64, "movieId": np.int64})
     movies = pd.read_csv(folder / "movies.csv")
-    titles = movies.set_index("movieId")["title"]
-    return Dataset("ml-latest-small", ratings, "userId", "movieId", "rating", titles)
+    return ratings, movies
+
+
+def _source_files(folder: Path, entry: DatasetInfo) -> list[Path]:
+    names = {"ml-100k": ["u.data", "u.item"], "dat": ["ratings.dat", "movies.dat"], "csv": ["ratings.csv", "movies.csv"]}
+    return [folder / n for n in names[entry.format]]
+
+
+def _fingerprint(files: list[Path]) -> str:
+    return json.dumps([CACHE_FORMAT] + [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+
+
+def _binary_path(name: str, folder: Path) -> Path:
+    """Where the reload cache of this source folder lives (never inside a read-only source)."""
+    key = re.sub(r"[^A-Za-z0-9]+", "_", str(folder.resolve())).strip("_")[-80:]
+    return home() / "cache" / f"{name}-{key}.npz"
+
+
+def _parse(name: str, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(ratings, movies)`` of a dataset folder, from the binary cache when it is current."""
+    entry = info(name)
+    files = _source_files(folder, entry)
+    fingerprint = _fingerprint(files)
+    cache = _binary_path(name, folder)
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["fingerprint"]) == fingerprint:
+                    ratings = pd.DataFrame({c: z[f"r_{c}"] for c in z["r_columns"]})
+                    movies = pd.DataFrame({c: z[f"m_{c}"] for c in z["m_columns"]})
+                    return ratings, movies
+        except (OSError, ValueError, KeyError) as exc:
+            log.info("ignoring unreadable cache %s: %s", cache, exc)
+    if entry.format == "ml-100k":
+        ratings, movies = _parse_ml_100k(folder)
+    elif entry.format == "dat":
+        ratings, movies = _parse_dat(folder, entry.encoding)
+    else:
+        ratings, movies = _parse_csv(folder)
+    _write_binary(cache, fingerprint, ratings, movies)
+    return ratings, movies
+
+
+def _write_binary(cache: Path, fingerprint: str, ratings: pd.DataFrame, movies: pd.DataFrame) -> None:
+    arrays = {"fingerprint": np.array(fingerprint), "r_columns": np.array(list(ratings.columns)),
+              "m_columns": np.array(list(movies.columns))}
+    for prefix, frame in (("r", ratings), ("m", movies)):
+        for col in frame.columns:
+            values = frame[col].to_numpy()
+            arrays[f"{prefix}_{col}"] = values.astype(str) if values.dtype == object else values
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cache)
+    except OSError as exc:  # a read-only home only costs speed
+        log.info("cannot write the reload cache %s: %s", cache, exc)
+
+
+def _dataset(name: str, folder: Path) -> Dataset:
+    ratings, movies = _parse(name, folder)
+    user, item = ratings.columns[:2]
+    movies = movies.set_index(movies.columns[0])
+    genres = movies["genres"] if "genres" in movies else pd.Series(dtype=object)
+    return Dataset(name, ratings, user, item, "rating", movies["title"], genres)
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
+    """Load a dataset by name, fetching it on first use (``download=False`` forbids that)."""
+    folder = find_folder(name, data_dir)
+    if folder is None:
+        if not download:
+            raise DatasetNotFoundError(
+                f"{name} is not on this machine; run `collabkit datasets download {name}`, pass --data-dir PATH, "
+                f"or set {DATA_DIR_ENV}"
+            )
+        folder = fetch(name)
+    return _dataset(name, folder)
+
+
+# --- the names earlier versions offered --------------------------------------------------------------
+def load_ml_latest_small() -> Dataset:
+    """MovieLens "latest small" (2018), bundled: 100,836 ratings, 610 users, 9,742 movies, 0.5-5 stars."""
+    return _dataset("ml-latest-small", bundled_path("ml-latest-small"))
 
 
 def find_ml_100k(data_dir: str | Path | None = None) -> Path:
-    """The ml-100k folder: ``data_dir`` or ``$COLLABKIT_DATA_DIR``, either the folder itself or its parent."""
-    given = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
-    if not given:
+    """The ml-100k folder: ``data_dir``, ``$COLLABKIT_DATA_DIR`` or the cache (never downloads)."""
+    folder = find_folder("ml-100k", data_dir)
+    if folder is None:
         raise DatasetNotFoundError(
             "ml-100k is not bundled (its license forbids redistribution); pass --data-dir PATH "
-            f"(the folder holding u.data, or its parent) or set {DATA_DIR_ENV}"
+            f"(the folder holding u.data, or its parent), set {DATA_DIR_ENV}, "
+            "or run `collabkit datasets download ml-100k`"
         )
-    base = Path(given).expanduser()
-    for folder in (base, base / "ml-100k"):
-        if (folder / "u.data").is_file():
-            return folder
-    raise DatasetNotFoundError(f"no ml-100k u.data found in {str(base)!r} or {str(base / 'ml-100k')!r}")
-
-
-def _read_ml_100k_titles(folder: Path) -> pd.Series:
-    items = pd.read_csv(
-        folder / "u.item", sep="|", encoding="latin-1", header=None, usecols=(0, 1), names=("movie", "title")
-    )
-    return items.set_index("movie")["title"]
-
-
-def _read_ml_100k_table(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", header=None, names=_ML_100K_COLUMNS)
+    return folder
 
 
 def load_ml_100k(data_dir: str | Path | None = None) -> Dataset:
     """MovieLens 100K (``u.data`` and the titles of ``u.item``), with the lesson's column names."""
-    folder = find_ml_100k(data_dir)
-    ratings = _read_ml_100k_table(folder / "u.data")
-    return Dataset("ml-100k", ratings, "user", "movie", "rating", _read_ml_100k_titles(folder))
+    return _dataset("ml-100k", find_ml_100k(data_dir))
 
 
 def load_ml_100k_split(split: str = "u1", data_dir: str | Path | None = None) -> tuple[Dataset, Dataset]:
@@ -101,23 +385,12 @@ def load_ml_100k_split(split: str = "u1", data_dir: str | Path | None = None) ->
     if split not in ML_100K_SPLITS:
         raise ValueError(f"split must be one of {ML_100K_SPLITS}, got {split!r}")
     folder = find_ml_100k(data_dir)
-    titles = _read_ml_100k_titles(folder)
+    full = _dataset("ml-100k", folder)
     parts = []
     for suffix in ("base", "test"):
         path = folder / f"{split}.{suffix}"
         if not path.is_file():
             raise DatasetNotFoundError(f"split file {str(path)!r} is missing")
-        parts.append(Dataset(f"ml-100k/{split}.{suffix}", _read_ml_100k_table(path), "user", "movie", "rating", titles))
+        table = pd.read_csv(path, sep="\t", header=None, names=_ML_100K_COLUMNS)
+        parts.append(Dataset(f"ml-100k/{split}.{suffix}", table, "user", "movie", "rating", full.titles, full.genres))
     return parts[0], parts[1]
-
-
-DATASETS = {"ml-latest-small": "bundled", "ml-100k": "local folder (--data-dir or $COLLABKIT_DATA_DIR)"}
-
-
-def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """Load a dataset by name (see :data:`DATASETS`)."""
-    if name == "ml-latest-small":
-        return load_ml_latest_small()
-    if name == "ml-100k":
-        return load_ml_100k(data_dir)
-    raise DatasetNotFoundError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
