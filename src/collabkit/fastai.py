@@ -34,7 +34,7 @@ from torch import nn, tensor
 
 from collabkit.data import loaders as _core
 from collabkit.data.ratings import Duplicates
-from collabkit.datasets import bundled_path, find_ml_100k
+from collabkit.datasets import REGISTRY, fetch, find_folder
 from collabkit.errors import DatasetNotFoundError
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias, Embedding, EmbeddingNN, Module, create_params, sigmoid_range
@@ -234,18 +234,18 @@ def collab_learner(
 class URLs:
     """The dataset addresses the lesson passes to :func:`untar_data`."""
 
-    ML_100k = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
-    ML_SAMPLE = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
+    ML_100k = REGISTRY["ml-100k"].url
+    ML_SAMPLE = REGISTRY["ml-latest-small"].url
 
 
 def untar_data(url: str) -> Path:
-    """The local folder of a MovieLens dataset named by ``url``.
+    """The local folder of the MovieLens dataset at ``url``, downloading it into the cache on first use.
 
-    ``URLs.ML_SAMPLE`` is the bundled ml-latest-small; ``URLs.ML_100k`` is
-    found through ``$COLLABKIT_DATA_DIR`` (this version does not download).
+    ``URLs.ML_SAMPLE`` is the bundled ml-latest-small; any other registry URL is
+    looked up as :func:`collabkit.load_dataset` does (``$COLLABKIT_DATA_DIR``,
+    the cache, then a checked download).
     """
-    if url == URLs.ML_100k:
-        return find_ml_100k()
-    if url == URLs.ML_SAMPLE:
-        return bundled_path("ml-latest-small")
-    raise DatasetNotFoundError(f"untar_data knows {URLs.ML_100k} and {URLs.ML_SAMPLE}, not {url!r}")
+    for name, entry in REGISTRY.items():
+        if entry.url == url:
+            return find_folder(name) or fetch(name)
+    raise DatasetNotFoundError(f"untar_data knows the MovieLens URLs of collabkit's registry, not {url!r}")
