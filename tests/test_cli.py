@@ -28,7 +28,7 @@ def test_train_from_a_csv_prints_table_metrics_samples_and_saves(ratings_csv, tm
     assert "Film " in out and "predicted" in out
     rec = Recommender.load(out_dir)
     assert rec.columns == {"user": "uid", "item": "iid", "rating": "stars"}
-    assert rec.info["epochs"] == 2 and rec.info["valid_rmse"] < 1.0
+    assert rec.info["config"]["epochs"] == 2 and rec.info["valid_rmse"] < 1.0
     assert rec.title(rec.items[0]).startswith("Film ")
 
 
@@ -107,7 +107,7 @@ def test_train_on_ml_100k_from_a_data_dir(ml100k_dir, tmp_path, capsys):
     status = main(["train", "--data", "ml-100k", "--data-dir", str(ml100k_dir), "--epochs", "1", "--bs", "1024",
                    "--lr", "1e-2", "--no-progress", "--out", str(tmp_path / "m")])
     out = capsys.readouterr().out
-    assert status == 0 and "80,000 train / 20,000 valid ratings, 943 users" in out
+    assert status == 0 and "80,000 train / 20,000 valid ratings (random split), 943 users" in out
     assert Recommender.load(tmp_path / "m").title(50) == "Star Wars (1977)"
 
 

@@ -15,6 +15,7 @@ A user error prints one line, ``collabkit: error: ...``, and exits with status 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -28,20 +29,23 @@ import pandas as pd
 import torch
 
 from collabkit import __version__
-from collabkit.data import CollabDataLoaders, read_ratings_file
+from collabkit.data import CollabDataLoaders, random_split, read_ratings_file, validate_ratings
+from collabkit.data.splits import temporal_split, user_holdout
 from collabkit.data.ratings import DUPLICATE_POLICIES
 from collabkit import datasets as datasets_mod
-from collabkit.datasets import DATASETS, Dataset, load_dataset
+from collabkit.datasets import DATASETS, ML_100K_SPLITS, Dataset, load_dataset, load_ml_100k_split
+from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.errors import CollabkitError
 from collabkit.interpret import item_bias_table, item_pca, save_plots
 from collabkit.metrics import mae, rmse
-from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rule
+from collabkit.models import DotProductBias
 from collabkit.recommend import Recommender
-from collabkit.training import WD_MODES, Learner, ProgressCallback
+from collabkit.training import WD_MODES, ProgressCallback
+from collabkit.training.recipe import MODELS, PRESETS, TrainConfig, prepare
 
 log = logging.getLogger("collabkit")
 
-MODELS = ("dot", "dot-bias", "nn")
+SPLITS = ("random", "temporal", "user-last", "user-random", *ML_100K_SPLITS)
 
 
 class CliError(CollabkitError):
@@ -76,52 +80,39 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         help="train a model on a ratings table and report validation RMSE/MAE",
         description="Train a model, print the epoch table, validation RMSE and MAE and a few predictions, "
-        "and optionally save the model (safetensors + JSON) with --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "and optionally save the model (safetensors + JSON) with --out. Unset training options come from --preset.",
     )
-    data = train.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        default="ml-latest-small",
-        help=f"a dataset name ({', '.join(DATASETS)}) or a CSV/Parquet file of ratings",
-    )
-    data.add_argument("--data-dir", help="folder holding ml-100k (or its parent); default $COLLABKIT_DATA_DIR")
-    data.add_argument("--user-col", help="user id column of a ratings file (default: the first column)")
-    data.add_argument("--item-col", help="item id column of a ratings file (default: the second column)")
-    data.add_argument("--rating-col", help="rating column of a ratings file (default: the third column)")
-    data.add_argument("--title-col", help="item title column of a ratings file, shown beside predictions")
-    data.add_argument(
-        "--duplicates", choices=DUPLICATE_POLICIES, default="error", help="what to do with repeated (user, item) pairs"
-    )
-    data.add_argument("--valid-pct", type=float, default=0.2, help="share of ratings held out for validation")
-    data.add_argument("--seed", type=int, default=42, help="seed for the split, the initial weights and shuffling")
+    _add_data_options(train)
+    _add_split_options(train)
+    _add_train_options(train)
+    train.add_argument("--lr-find", action="store_true", help="run the lr finder first; without --lr, train at its suggestion")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--out", type=Path, help="save the trained model to this directory")
+    train.add_argument("--show", type=int, default=8, help="how many validation predictions to print")
 
-    model = train.add_argument_group("model")
-    model.add_argument("--model", choices=MODELS, default="dot-bias", help="dot product, with biases, or a neural net")
-    model.add_argument("--n-factors", type=_positive_int, default=50, help="embedding width")
-    model.add_argument(
-        "--y-range",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        help="output range; default: 0 (or the lowest rating, if negative) to 10%% above the highest rating",
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="rating and ranking metrics of a saved model on a held-out split",
+        description="Evaluate a saved model on the test part of a split: RMSE, MAE, and precision, recall, NDCG, "
+        "MAP, hit rate, MRR and coverage at k. Use the same --data/--split/--seed the model was trained with.",
     )
-    model.add_argument("--layers", type=_positive_int, nargs="+", default=[100, 50], help="hidden layers of --model nn")
+    evaluate.add_argument("--model", type=Path, required=True, help="a model directory written by train --out")
+    _add_data_options(evaluate)
+    _add_split_options(evaluate)
+    _add_metric_options(evaluate)
 
-    fit = train.add_argument_group("training (fit_one_cycle)")
-    fit.add_argument("--epochs", type=_positive_int, default=5)
-    fit.add_argument("--lr", type=float, help="peak learning rate of the 1cycle schedule (default 5e-3)")
-    fit.add_argument("--lr-find", action="store_true", help="run the lr finder first; without --lr, train at its suggestion")
-    fit.add_argument("--wd", type=float, default=0.1, help="weight decay")
-    fit.add_argument("--wd-mode", choices=WD_MODES, default="decoupled", help="how weight decay is applied")
-    fit.add_argument("--bs", type=_positive_int, default=64, help="batch size")
-    fit.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (1 is fastest at small bs)")
-    fit.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-    out = train.add_argument_group("output")
-    out.add_argument("--out", type=Path, help="save the trained model to this directory")
-    out.add_argument("--show", type=int, default=8, help="how many validation predictions to print")
+    cv = commands.add_parser(
+        "cv",
+        help="k-fold cross-validation: mean and std of every metric over the folds",
+        description="Train and evaluate on each of --folds random folds; print each fold and the mean and "
+        "standard deviation of every metric, with the fit time per fold.",
+    )
+    _add_data_options(cv)
+    cv.add_argument("--folds", type=_positive_int, default=5, help="number of folds")
+    cv.add_argument("--seed", type=int, default=42, help="seed of the fold assignment")
+    _add_train_options(cv)
+    _add_metric_options(cv)
 
     _add_use_commands(commands)
 
@@ -139,6 +130,63 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("path", type=Path)
     return parser
+
+
+def _add_data_options(sub: argparse.ArgumentParser) -> None:
+    data = sub.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        default="ml-latest-small",
+        help=f"a dataset name ({', '.join(DATASETS)}) or a CSV/Parquet file of ratings (default ml-latest-small)",
+    )
+    data.add_argument("--data-dir", help="folder holding the dataset (or its parent); default $COLLABKIT_DATA_DIR")
+    data.add_argument("--user-col", help="user id column of a ratings file (default: the first column)")
+    data.add_argument("--item-col", help="item id column of a ratings file (default: the second column)")
+    data.add_argument("--rating-col", help="rating column of a ratings file (default: the third column)")
+    data.add_argument("--title-col", help="item title column of a ratings file, shown beside predictions")
+    data.add_argument(
+        "--duplicates", choices=DUPLICATE_POLICIES, default="error", help="repeated (user, item) pairs (default error)"
+    )
+
+
+def _add_split_options(sub: argparse.ArgumentParser) -> None:
+    split = sub.add_argument_group("split")
+    split.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="random",
+        help="random (--valid-pct, --seed; the lesson's), temporal (the latest --valid-pct by time), "
+        "user-last / user-random (--holdout ratings per user), or an ML-100K canonical split u1..u5, ua, ub "
+        "(default random)",
+    )
+    split.add_argument("--valid-pct", type=float, default=0.2, help="share held out (default 0.2)")
+    split.add_argument("--holdout", type=_positive_int, default=1, help="ratings held out per user (default 1)")
+    split.add_argument("--seed", type=int, default=42, help="seed of the split, the weights and shuffling (default 42)")
+
+
+def _add_train_options(sub: argparse.ArgumentParser) -> None:
+    fit = sub.add_argument_group("model and training (unset: from --preset)")
+    fit.add_argument("--preset", choices=sorted(PRESETS), default="lesson", help="named settings (default lesson)")
+    fit.add_argument("--model", choices=MODELS, help="dot product, with biases, or a neural net")
+    fit.add_argument("--n-factors", type=_positive_int, help="embedding width")
+    fit.add_argument(
+        "--y-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+        help="output range; default: 0 (or the lowest rating, if negative) to 10%% above the highest rating",
+    )
+    fit.add_argument("--layers", type=_positive_int, nargs="+", help="hidden layers of --model nn")
+    fit.add_argument("--epochs", type=_positive_int)
+    fit.add_argument("--lr", type=float, help="peak learning rate of the 1cycle schedule")
+    fit.add_argument("--wd", type=float, help="weight decay")
+    fit.add_argument("--wd-mode", choices=WD_MODES, help="how weight decay is applied")
+    fit.add_argument("--bs", type=_positive_int, help="batch size")
+    fit.add_argument("--threads", type=_positive_int, help="torch intra-op threads (1 is fastest at small bs)")
+
+
+def _add_metric_options(sub: argparse.ArgumentParser) -> None:
+    metrics = sub.add_argument_group("metrics")
+    metrics.add_argument("--k", type=_positive_int, default=10, help="cut-off of the ranking metrics (default 10)")
+    metrics.add_argument("--threshold", type=float, default=4.0, help="a test rating this high is relevant (default 4)")
+    metrics.add_argument("--json", action="store_true", help="print JSON records instead of a table")
 
 
 def _add_use_commands(commands) -> None:
@@ -193,23 +241,6 @@ def _load_table(args: argparse.Namespace) -> Dataset:
     return Dataset(path.name, frame, user, item, rating, titles)
 
 
-def default_y_range(ratings: np.ndarray) -> tuple[float, float]:
-    """0 (or the lowest rating if negative) to 10% above the highest: (0, 5.5) for 1-5 stars."""
-    low = min(0.0, float(ratings.min()))
-    high = float(ratings.max())
-    return low, high + 0.1 * (high - low)
-
-
-def _build_model(args: argparse.Namespace, dls: CollabDataLoaders, y_range: tuple[float, float]) -> torch.nn.Module:
-    n_users, n_items = len(dls.users), len(dls.items)
-    if args.model == "dot":
-        return DotProduct(n_users, n_items, args.n_factors, y_range)
-    if args.model == "dot-bias":
-        return DotProductBias(n_users, n_items, args.n_factors, y_range)
-    emb_szs = [(n_users, emb_sz_rule(n_users)), (n_items, emb_sz_rule(n_items))]
-    return EmbeddingNN(emb_szs, layers=args.layers, y_range=y_range)
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -222,64 +253,86 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    if not 0.0 < args.valid_pct < 1.0:
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The preset, with every option the user set on top."""
+    try:
+        return PRESETS[args.preset].replace(
+            model=args.model,
+            n_factors=args.n_factors,
+            layers=tuple(args.layers) if args.layers else None,
+            y_range=tuple(args.y_range) if args.y_range else None,
+            epochs=args.epochs,
+            lr=args.lr,
+            wd=args.wd,
+            wd_mode=args.wd_mode,
+            bs=args.bs,
+            threads=args.threads,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _split(args: argparse.Namespace, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train, test)`` tables of the split the options name, columns user, item, rating first."""
+    if args.split in ML_100K_SPLITS:
+        if dataset.name != "ml-100k":
+            raise CliError(f"--split {args.split} is one of ML-100K's canonical splits; use it with --data ml-100k")
+        base, test = load_ml_100k_split(args.split, args.data_dir)
+        return base.ratings, test.ratings
+    clean = validate_ratings(
+        dataset.ratings, dataset.user_col, dataset.item_col, dataset.rating_col,
+        duplicates=args.duplicates, keep_columns=("timestamp",),
+    )
+    if args.split in ("random", "temporal") and not 0.0 < args.valid_pct < 1.0:
         raise CliError(f"--valid-pct must be between 0 and 1 (exclusive), got {args.valid_pct}")
-    if (args.lr is not None and args.lr <= 0) or args.wd < 0:
-        raise CliError(f"--lr must be > 0 and --wd >= 0, got --lr {args.lr} --wd {args.wd}")
+    if args.split == "random":
+        train_idx, test_idx = random_split(len(clean), args.valid_pct, args.seed)
+    elif args.split == "temporal":
+        train_idx, test_idx = temporal_split(_times(clean, args), args.valid_pct)
+    else:
+        times = _times(clean, args) if args.split == "user-last" else None
+        train_idx, test_idx = user_holdout(clean.iloc[:, 0].to_numpy(), n=args.holdout, times=times, seed=args.seed)
+    columns = list(clean.columns[:3])
+    return clean.iloc[train_idx][columns], clean.iloc[test_idx][columns]
+
+
+def _times(clean: pd.DataFrame, args: argparse.Namespace) -> np.ndarray:
+    if "timestamp" not in clean.columns:
+        raise CliError(f"--split {args.split} needs a 'timestamp' column; the table has {list(clean.columns)}")
+    return clean["timestamp"].to_numpy()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    config = _config(args)
     dataset = _load_table(args)
-    torch.manual_seed(args.seed)
-    dls = CollabDataLoaders.from_df(
-        dataset.ratings,
-        valid_pct=args.valid_pct,
-        user_name=dataset.user_col,
-        item_name=dataset.item_col,
-        rating_name=dataset.rating_col,
-        seed=args.seed,
-        bs=args.bs,
-        duplicates=args.duplicates,
-        device=_device(args.device),
-    )
-    y_range = tuple(args.y_range) if args.y_range else default_y_range(dls.train.y.cpu().numpy())
-    print(
-        f"{dataset.name}: {dls.train.n:,} train / {dls.valid.n:,} valid ratings, "
-        f"{len(dls.users):,} users, {len(dls.items):,} items; model {args.model}, y_range {y_range}"
-    )
-    model = _build_model(args, dls, y_range)
-    learn = Learner(
-        dls,
-        model,
-        lr=5e-3 if args.lr is None else args.lr,
-        wd=args.wd,
-        wd_mode=args.wd_mode,
-        metrics=[rmse],
+    train_frame, valid_frame = _split(args, dataset)
+    learn = prepare(
+        config, train_frame, valid_frame, duplicates=args.duplicates, device=_device(args.device),
         cbs=[ProgressCallback(bar=False if args.no_progress else None)],
-        progress=False,
-        n_threads=args.threads,
     )
-    lr = 5e-3 if args.lr is None else args.lr
-    lr_curve = None
+    dls = learn.dls
+    y_range = getattr(learn.model, "y_range", None)
+    print(
+        f"{dataset.name}: {dls.train.n:,} train / {dls.valid.n:,} valid ratings ({args.split} split), "
+        f"{len(dls.users):,} users, {len(dls.items):,} items; model {config.model}, y_range {y_range}"
+    )
+    lr, lr_curve = config.lr, None
     if args.lr_find:
         lr_curve = learn.lr_find(show_plot=False)
         print(f"lr_find suggests lr {lr_curve.valley:.2e} (valley)")
         lr = lr_curve.valley if args.lr is None else lr
-    learn.fit_one_cycle(args.epochs, lr, wd=args.wd)
+    learn.fit_one_cycle(config.epochs, lr, wd=config.wd)
     preds, targs = learn.get_preds()
     valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
     print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.1f} s in all)")
 
-    titles = dataset.titles.to_dict() if len(dataset.titles) else None
     info = {
         "data": dataset.name,
-        "model": args.model,
-        "epochs": args.epochs,
-        "lr": lr,
-        "wd": args.wd,
-        "wd_mode": args.wd_mode,
-        "bs": args.bs,
-        "seed": args.seed,
+        "split": args.split,
         "valid_pct": args.valid_pct,
+        "config": {**dataclasses.asdict(config), "lr": lr},
         "valid_rmse": valid_rmse,
         "valid_mae": valid_mae,
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -287,12 +340,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if lr_curve is not None:
         info["lr_find"] = lr_curve.to_dict()
+    titles = dataset.titles.to_dict() if len(dataset.titles) else None
     recommender = Recommender.from_learner(learn, titles=titles, info=info)
     if args.show > 0 and dls.valid.n:
         _print_samples(recommender, dls, preds, args.show)
     if args.out is not None:
         recommender.save(args.out)
         print(f"\nsaved model to {args.out}/")
+    return 0
+
+
+def _print_metrics(frame: pd.DataFrame, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"protocol": frame.attrs.get("protocol"), "metrics": frame.to_dict(orient="records")}))
+        return
+    print(f"protocol: {frame.attrs.get('protocol')}")
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    rec = Recommender.load(args.model)
+    train_frame, test_frame = _split(args, _load_table(args))
+    _print_metrics(evaluate(rec, train_frame, test_frame, k=args.k, threshold=args.threshold), args.json)
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    config = _config(args)
+    dataset = _load_table(args)
+    columns = (dataset.user_col, dataset.item_col, dataset.rating_col)
+    per_fold = cross_validate(config, dataset.ratings, args.folds, args.seed, args.k, args.threshold, columns)
+    summary = summarise(per_fold)
+    summary.attrs = per_fold.attrs
+    if args.json:
+        print(json.dumps({"protocol": per_fold.attrs["protocol"], "folds": per_fold.to_dict(orient="records"),
+                          "summary": summary.to_dict(orient="records")}))
+        return 0
+    print(f"{dataset.name}: {args.folds}-fold cross-validation, preset {args.preset}")
+    shown = ["fold", "rmse", "mae", f"precision@{args.k}", f"ndcg@{args.k}", "fit_seconds"]
+    print(per_fold[[c for c in shown if c in per_fold]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print()
+    _print_metrics(summary, False)
     return 0
 
 
@@ -418,6 +506,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "datasets": cmd_datasets,
+    "evaluate": cmd_evaluate,
+    "cv": cmd_cv,
     "train": cmd_train,
     "predict": cmd_predict,
     "recommend": cmd_recommend,

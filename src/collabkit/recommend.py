@@ -359,9 +359,27 @@ class Recommender:
         """
         users = list(users)
         rows = self._rows(users, self.users, self.user_trained, "user")
-        seen = self._seen_required().seen_pairs(rows) if exclude_seen else None
-        scores, item_rows = self._top_n(self.view.users[torch.from_numpy(rows)], seen, n, self._candidates(items))
+        exclude = self._seen_required() if exclude_seen else None
+        scores, item_rows = self.top_n(rows, n, exclude, self._candidates(items))
         return self._frame(users, scores, item_rows)
+
+    def top_n(
+        self,
+        user_rows: np.ndarray,
+        n: int = 10,
+        exclude: RatingHistory | None = None,
+        candidates: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The row-level form of :meth:`recommend`, for evaluation code.
+
+        Returns ``(scores, item_rows)``, each ``(len(user_rows), min(n, #candidates))``,
+        best first; items that ``exclude`` lists for a user score ``-inf``.
+        Candidates default to every trained item.
+        """
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        seen = exclude.seen_pairs(user_rows) if exclude is not None else None
+        candidates = np.flatnonzero(self.item_trained) if candidates is None else np.asarray(candidates)
+        return self._top_n(self.view.users[torch.from_numpy(user_rows)], seen, n, candidates)
 
     def _similar(self, factors: torch.Tensor, row: int, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         unit = torch.nn.functional.normalize(factors, dim=1)
