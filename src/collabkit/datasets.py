@@ -317,8 +317,22 @@ def _parse(name: str, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         ratings, movies = _parse_dat(folder, entry.encoding)
     else:
         ratings, movies = _parse_csv(folder)
+    ratings = _compact(ratings)
     _write_binary(cache, fingerprint, ratings, movies)
     return ratings, movies
+
+
+def _compact(frame: pd.DataFrame) -> pd.DataFrame:
+    """int32 ids and float32 ratings where they fit exactly: half the memory and half the reload time."""
+    out = {}
+    for col in frame.columns:
+        values = frame[col].to_numpy()
+        if values.dtype.kind == "i" and len(values) and -(2**31) <= values.min() and values.max() < 2**31:
+            values = values.astype(np.int32)
+        elif values.dtype.kind == "f" and np.array_equal(values.astype(np.float32), values):
+            values = values.astype(np.float32)
+        out[col] = values
+    return pd.DataFrame(out)
 
 
 def _write_binary(cache: Path, fingerprint: str, ratings: pd.DataFrame, movies: pd.DataFrame) -> None:
