@@ -49,14 +49,45 @@ class IndexBatches:
         self.x, self.y = x, y
         self.bs, self.shuffle, self.drop_last = int(bs), shuffle, drop_last
         self.generator = generator
+        self.rank, self.world = 0, 1
 
     @property
     def n(self) -> int:
         """Number of rows."""
         return int(self.x.shape[0])
 
+    @property
+    def sharded(self) -> bool:
+        return self.world > 1
+
+    def shard(self, rank: int, world: int) -> IndexBatches:
+        """Make this process one of ``world`` (in place; returns self).
+
+        Shuffled batches stay global: every rank draws the same permutation and
+        takes its ``bs // world`` slice of each batch of ``bs``, so together the
+        ranks see exactly the batches one process would. Unshuffled rows are
+        split into ``world`` contiguous parts.
+        """
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, {world}), got {rank}")
+        if world > 1 and self.shuffle and self.bs % world:
+            raise ValueError(f"the batch size {self.bs} must divide evenly among {world} processes")
+        if world > 1 and self.shuffle and self.generator is None:
+            raise ValueError("sharded shuffling needs a seeded generator, so that every rank draws the same order")
+        self.rank, self.world = rank, world
+        return self
+
+    def _own_rows(self) -> tuple[int, int]:
+        """The contiguous part of an unshuffled, sharded split that this rank reads."""
+        bounds = [self.n * r // self.world for r in range(self.world + 1)]
+        return bounds[self.rank], bounds[self.rank + 1]
+
     def __len__(self) -> int:
-        full, rest = divmod(self.n, self.bs)
+        n = self.n
+        if self.sharded and not self.shuffle:
+            start, stop = self._own_rows()
+            n = stop - start
+        full, rest = divmod(n, self.bs)
         return full if (self.drop_last or rest == 0) else full + 1
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -64,9 +95,15 @@ class IndexBatches:
         if self.shuffle:
             perm = torch.randperm(self.n, generator=self.generator).to(x.device)
             x, y = x[perm], y[perm]
+        elif self.sharded:
+            start, stop = self._own_rows()
+            x, y = x[start:stop], y[start:stop]
         stop = len(self) * self.bs
-        for start in range(0, min(stop, self.n), self.bs):
-            yield x[start : start + self.bs], y[start : start + self.bs]
+        local = self.bs // self.world if self.shuffle else self.bs
+        offset = self.rank * local if self.shuffle else 0
+        for start in range(0, min(stop, len(x)), self.bs):
+            lo = start + offset
+            yield x[lo : lo + local], y[lo : lo + local]
 
     def one_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first batch of a fresh epoch."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -20,9 +21,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from collabkit import distributed
 from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
-from collabkit.errors import DataError, TrainingDivergedError
+from collabkit.errors import DataError, ModelFileError, TrainingDivergedError
+from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from collabkit.training.callbacks import Callback, ProgressCallback
 from collabkit.training.losses import MSELossFlat
 from collabkit.training.lr_find import SUGGESTIONS, LRFinderResult
@@ -35,12 +38,11 @@ from collabkit.training.optim import (
     split_decay_params,
 )
 from collabkit.training.recorder import Recorder, smooth
-from collabkit.training.schedule import FASTAI_MOMS, exponential_range, one_cycle
+from collabkit.training.schedule import FASTAI_MOMS, ScheduleSpec, exponential_range
 
 log = logging.getLogger(__name__)
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
-Schedule = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 
 
 @contextlib.contextmanager
@@ -151,9 +153,12 @@ class Learner:
         return wd
 
     # --- training -------------------------------------------------------------
-    def fit(self, n_epoch: int, lr: float | None = None, wd: float | None = None, cbs=None) -> None:
-        """Train ``n_epoch`` epochs at a constant learning rate."""
-        self._run(n_epoch, self.lr if lr is None else lr, wd, None, cbs)
+    def fit(
+        self, n_epoch: int, lr: float | None = None, wd: float | None = None, cbs=None, checkpoint: str | None = None
+    ) -> None:
+        """Train ``n_epoch`` epochs at a constant learning rate (see :meth:`fit_one_cycle` for ``checkpoint``)."""
+        spec = ScheduleSpec("constant", self.lr if lr is None else lr)
+        self._run(n_epoch, spec, self._resolve_wd(wd), cbs, checkpoint)
 
     def fit_one_cycle(
         self,
@@ -165,37 +170,55 @@ class Learner:
         wd: float | None = None,
         moms: Sequence[float] | None = None,
         cbs=None,
+        checkpoint: str | None = None,
     ) -> None:
         """Train ``n_epoch`` epochs under the 1cycle policy (``torch.optim.lr_scheduler.OneCycleLR``).
 
         The lr rises by cosine from ``lr_max/div`` to ``lr_max`` over the first
         ``pct_start`` of all batches, then falls by cosine to ``lr_max/div_final``,
         while Adam's β₁ goes 0.95 → 0.85 → 0.95. See :mod:`collabkit.training.schedule`.
+
+        With ``checkpoint=PATH`` the whole state (weights, optimizer, schedule,
+        shuffling, history) is written to ``PATH`` after every epoch, atomically;
+        :meth:`resume` continues from it.
         """
-        lr_max = self.lr if lr_max is None else lr_max
         moms = self.moms if moms is None else tuple(moms)
+        spec = ScheduleSpec("one_cycle", self.lr if lr_max is None else lr_max, div, div_final, pct_start, moms)
+        self._run(n_epoch, spec, self._resolve_wd(wd), cbs, checkpoint)
 
-        def schedule(opt: torch.optim.Optimizer, total_steps: int):
-            return one_cycle(opt, lr_max, total_steps, div, div_final, pct_start, moms)
+    def resume(self, path: str, cbs=None) -> None:
+        """Continue the run saved in checkpoint ``path`` where it stopped, writing further checkpoints there."""
+        state = load_checkpoint(path)
+        self._run(state["n_epoch"], ScheduleSpec(**state["schedule"]), state["wd"], cbs, path, resume=state)
 
-        self._run(n_epoch, lr_max, wd, schedule, cbs)
-
-    def _run(self, n_epoch: int, lr: float, wd: float | None, make_schedule: Schedule | None, cbs) -> None:
+    def _run(
+        self,
+        n_epoch: int,
+        spec: ScheduleSpec,
+        wd: float,
+        cbs,
+        checkpoint: str | None = None,
+        resume: dict | None = None,
+    ) -> None:
         if not isinstance(n_epoch, int) or n_epoch < 1:
             raise ValueError(f"n_epoch must be a positive integer, got {n_epoch!r}")
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"the learning rate must be a finite number > 0, got {lr}")
-        wd = self._resolve_wd(wd)
+        spec.check()
         train = self.dls.train
         n_batches = len(train)
         if n_batches == 0:
             raise DataError(f"the training split has {train.n} rows, fewer than one batch (bs={train.bs}); lower bs")
         check_y_range(train.y.cpu().numpy(), getattr(self.model, "y_range", None))
         opt = self.opt if self.opt is not None else self.create_opt()
-        self._set_hypers(opt, lr, wd)
-        schedule = make_schedule(opt, n_epoch * n_batches) if make_schedule is not None else None
+        self._set_hypers(opt, spec.lr, wd)
+        schedule = spec.build(opt, n_epoch * n_batches)
+        first_epoch = 0
+        if resume is not None:
+            first_epoch = self._restore(resume, opt, schedule)
+        net = self._training_module()
         penalty = wd if self.wd_mode == "l2-loss" else 0.0
+        main_rank = distributed.is_main()
         callbacks = [*self.cbs, *(cbs or []), *([ProgressCallback()] if self.progress else [])]
+        callbacks = callbacks if main_rank else []
         rec = self.recorder
         rec.metric_names = ["train_loss", "valid_loss", *map(_metric_name, self.metrics)]
 
@@ -203,14 +226,14 @@ class Learner:
             for cb in callbacks:
                 cb.before_fit(self, n_epoch)
             try:
-                for epoch in range(n_epoch):
+                for epoch in range(first_epoch, n_epoch):
                     for cb in callbacks:
                         cb.before_epoch(self, epoch)
                     start = time.perf_counter()
                     self.model.train()
                     batch_losses = torch.empty(n_batches, device=train.x.device)
                     for k, (xb, yb) in enumerate(train):
-                        loss = self.loss_func(self.model(xb), yb)
+                        loss = self.loss_func(net(xb), yb)
                         objective = loss + l2_penalty(self._decay_params, penalty) if penalty else loss
                         opt.zero_grad(set_to_none=True)
                         objective.backward()
@@ -225,22 +248,70 @@ class Learner:
                             cb.after_batch(self, k)
                     losses = batch_losses.tolist()
                     rec.losses.extend(losses)
-                    train_loss = float(np.mean(losses))
+                    train_loss = float(distributed.all_reduce_sum(batch_losses.sum().reshape(1))[0]) / (
+                        n_batches * distributed.world_size()
+                    )
                     if not math.isfinite(train_loss):
                         raise TrainingDivergedError(
                             f"training diverged in epoch {epoch}: the training loss is {train_loss}. "
-                            f"Try a lower learning rate (this run used {lr:g}), more weight decay, or a y_range"
+                            f"Try a lower learning rate (this run used {spec.lr:g}), more weight decay, or a y_range"
                         )
                     valid = self.validate() if self.dls.valid.n else [float("nan")] * (1 + len(self.metrics))
                     rec.values.append([train_loss, *valid])
                     rec.iters.append(len(rec.losses))
                     rec.times.append(time.perf_counter() - start)
-                    log.info("epoch %d: %s", epoch, dict(zip(rec.metric_names, rec.values[-1])))
+                    if main_rank:
+                        log.info("epoch %d: %s", epoch, dict(zip(rec.metric_names, rec.values[-1])))
+                        if checkpoint is not None:
+                            save_checkpoint(checkpoint, self._state(epoch + 1, n_epoch, spec, wd, opt, schedule))
                     for cb in callbacks:
                         cb.after_epoch(self, epoch)
             finally:
                 for cb in callbacks:
                     cb.after_fit(self)
+
+    def _training_module(self) -> nn.Module:
+        """The model, wrapped in ``DistributedDataParallel`` when this process is one of several."""
+        if distributed.world_size() == 1:
+            return self.model
+        if getattr(self, "_ddp", None) is None or self._ddp.module is not self.model:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.dls.device] if self.dls.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+            self.dls.train.shard(distributed.rank(), distributed.world_size())
+        return self._ddp
+
+    def _state(self, epochs_done: int, n_epoch: int, spec: ScheduleSpec, wd: float, opt, schedule) -> dict:
+        generator = self.dls.train.generator
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epochs_done": epochs_done,
+            "n_epoch": n_epoch,
+            "schedule": dataclasses.asdict(spec),
+            "wd": wd,
+            "wd_mode": self.wd_mode,
+            "model": self.model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": schedule.state_dict() if schedule is not None else None,
+            "generator": generator.get_state() if generator is not None else None,
+            "recorder": dataclasses.asdict(self.recorder),
+        }
+
+    def _restore(self, state: dict, opt, schedule) -> int:
+        if state["wd_mode"] != self.wd_mode:
+            raise ValueError(f"the checkpoint was trained with wd_mode={state['wd_mode']!r}, not {self.wd_mode!r}")
+        try:
+            self.model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ModelFileError(f"the checkpoint does not fit this model or optimizer: {exc}") from exc
+        if schedule is not None and state["scheduler"] is not None:
+            schedule.load_state_dict(state["scheduler"])
+        if state["generator"] is not None and self.dls.train.generator is not None:
+            self.dls.train.generator.set_state(state["generator"])
+        self.recorder = Recorder(**state["recorder"])
+        return int(state["epochs_done"])
 
     # --- evaluation -------------------------------------------------------------
     def get_preds(self, ds_idx: int = 1, dl: IndexBatches | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,18 +320,45 @@ class Learner:
             if ds_idx not in (0, 1):
                 raise ValueError(f"ds_idx must be 0 (train) or 1 (valid), got {ds_idx}")
             dl = self.dls.valid if ds_idx == 1 else self.dls.train
-        ordered = IndexBatches(dl.x, dl.y, bs=max(dl.bs, 8192))
+        ordered = dl if dl.sharded else IndexBatches(dl.x, dl.y, bs=max(dl.bs, 8192))
         self.model.eval()
+        preds, targs = [], []
         with torch.no_grad(), _num_threads(self.n_threads):
-            preds = [self.model(xb).reshape(-1) for xb, _ in ordered]
-        preds = torch.cat(preds) if preds else torch.empty(0, device=dl.x.device)
-        return preds, dl.y
+            for xb, yb in ordered:
+                preds.append(self.model(xb).reshape(-1))
+                targs.append(yb)
+        if not preds:
+            return torch.empty(0, device=dl.x.device), torch.empty(0, device=dl.x.device)
+        return torch.cat(preds), torch.cat(targs)
 
     def validate(self) -> list[float]:
-        """``[valid_loss, *metrics]`` over the whole validation split."""
-        preds, targs = self.get_preds(ds_idx=1)
-        loss = float(self.loss_func(preds, targs))
-        return [loss, *(float(m(preds, targs)) for m in self.metrics)]
+        """``[valid_loss, *metrics]`` over the whole validation split.
+
+        In a multi-process run each rank predicts its share of the rows and the
+        ranks add up the sums of squared and absolute errors and the counts:
+        the MSE loss, ``rmse`` and ``mae`` come from those sums, never from an
+        average of per-rank means. Other metrics see all predictions, gathered.
+        """
+        if distributed.world_size() == 1:
+            preds, targs = self.get_preds(ds_idx=1)
+            loss = float(self.loss_func(preds, targs))
+            return [loss, *(float(m(preds, targs)) for m in self.metrics)]
+        valid = self.dls.valid
+        share = IndexBatches(valid.x, valid.y, bs=valid.bs).shard(distributed.rank(), distributed.world_size())
+        preds, targs = self.get_preds(dl=share)
+        err = (preds.double() - targs.double())
+        sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(), torch.tensor(float(len(err)))]))
+        sse, sae, n = (float(v) for v in sums)
+        by_sums = {"rmse": math.sqrt(sse / n), "mae": sae / n, "mse": sse / n}
+        gathered = None
+        out = [sse / n if isinstance(self.loss_func, MSELossFlat) else None]
+        for m in self.metrics:
+            out.append(by_sums.get(_metric_name(m)))
+        if any(v is None for v in out):
+            gathered = distributed.all_gather_cat(preds), distributed.all_gather_cat(targs)
+            out[0] = float(self.loss_func(*gathered)) if out[0] is None else out[0]
+            out[1:] = [v if v is not None else float(m(*gathered)) for v, m in zip(out[1:], self.metrics)]
+        return out
 
     def predict(self, rows: Mapping | pd.DataFrame) -> float | np.ndarray:
         """Predicted rating for one row (a dict or Series) or each row of a DataFrame.

@@ -21,11 +21,39 @@ fastai's final lr is ``lr_max / div_final``; torch divides the *start* lr by
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 
 FASTAI_MOMS = (0.95, 0.85, 0.95)
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A learning-rate schedule by name and numbers, so a checkpoint can rebuild it.
+
+    ``kind`` is ``"constant"`` (``lr`` throughout) or ``"one_cycle"`` (see :func:`one_cycle`).
+    """
+
+    kind: str
+    lr: float
+    div: float = 25.0
+    div_final: float = 1e5
+    pct_start: float = 0.25
+    moms: tuple[float, ...] = FASTAI_MOMS
+
+    def check(self) -> None:
+        if self.kind not in ("constant", "one_cycle"):
+            raise ValueError(f"schedule kind must be 'constant' or 'one_cycle', got {self.kind!r}")
+        if not (self.lr > 0 and self.lr < float("inf")):
+            raise ValueError(f"the learning rate must be a finite number > 0, got {self.lr}")
+
+    def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> OneCycleLR | None:
+        """The scheduler over ``total_steps`` batches, or ``None`` for a constant lr."""
+        if self.kind == "constant":
+            return None
+        return one_cycle(optimizer, self.lr, total_steps, self.div, self.div_final, self.pct_start, tuple(self.moms))
 
 
 def one_cycle(

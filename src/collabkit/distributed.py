@@ -1,0 +1,111 @@
+"""Multi-process training on ``torch.distributed``: the process group, reductions, and the launcher.
+
+collabkit uses PyTorch's own machinery: ``torchrun`` (``torch.distributed.run``)
+starts the workers, ``DistributedDataParallel`` averages the gradients, gloo
+carries them on CPU and nccl on GPU. Nothing here is a cluster of its own.
+
+* :func:`launch` is what ``collabkit train --nproc N`` calls: torchrun with
+  ``--standalone`` and ``-m collabkit``, so it is the same as
+  ``torchrun --standalone --nproc-per-node N -m collabkit train ...``.
+* Inside a worker, :func:`init` joins the group (``WORLD_SIZE`` and friends come
+  from torchrun), with a timeout on every collective so that a dead peer ends
+  the run with an error instead of a hang.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+from collabkit.errors import CollabkitError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 120
+
+
+class DistributedError(CollabkitError, RuntimeError):
+    """A worker failed, or the process group could not be formed."""
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a plain single process): the one that logs, checkpoints and saves."""
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def default_backend(device: torch.device) -> str:
+    """nccl for CUDA tensors, gloo otherwise."""
+    return "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+
+
+def init(device: torch.device, backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[int, int]:
+    """Join the process group torchrun described in the environment; returns ``(rank, world_size)``."""
+    if not dist.is_available():
+        raise DistributedError("this build of torch has no torch.distributed")
+    if not dist.is_initialized():
+        backend = backend or default_backend(device)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        log.info("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shutdown() -> None:
+    """Barrier, then leave the group (every rank reaches here before any exits)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over ranks (a no-op in a single process)."""
+    if world_size() > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
+    """Every rank's 1-D tensor, concatenated in rank order (lengths may differ)."""
+    if world_size() == 1:
+        return values
+    sizes = [torch.zeros(1, dtype=torch.long, device=values.device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([values.numel()], device=values.device))
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=values.dtype, device=values.device)
+    padded[: values.numel()] = values
+    parts = [torch.empty_like(padded) for _ in range(world_size())]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def launch(argv: Sequence[str], nproc: int) -> int:
+    """Run ``collabkit <argv>`` in ``nproc`` worker processes through torchrun; returns the exit status."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    args = ["--standalone", "--nproc-per-node", str(nproc), "-m", "collabkit", *argv]
+    log.info("torchrun %s", " ".join(args))
+    try:
+        torchrun(args)
+    except ChildFailedError as exc:
+        failures = exc.failures
+        first = failures[min(failures)] if failures else None
+        detail = f"rank {first.local_rank} exited with code {first.exitcode}" if first else "a worker failed"
+        raise DistributedError(f"distributed training failed: {detail}; see the worker output above") from exc
+    return 0

@@ -1,0 +1,680 @@
+"""HTTP API over a saved model directory: what ``collabkit serve`` runs.
+
+:func:`create_app` builds a FastAPI app that answers from one model directory
+(written by ``collabkit train --out`` or :meth:`Recommender.save`);
+:func:`run` serves it with uvicorn. Endpoints (full schema at ``/docs`` and
+``/openapi.json``; examples in ``docs/serving.md``)::
+
+    GET  /health                                  is a model loaded
+    GET  /model                                   config, counts, training record, reload state
+    GET  /users/{user_id}/recommendations?n=&exclude_seen=
+    GET  /items/{item_id}/similar?n=              item id or URL-encoded title
+    POST /predict                                 {"pairs": [{"user", "item"}, ...], "strict": false}
+    POST /recommendations                         a new user's ratings -> fold-in -> top n
+    POST /reload                                  re-read the model directory (bearer token)
+
+Errors: an unknown or untrained id is 404 naming it; a malformed body, a bad
+parameter or an out-of-range ``n`` is 422; a body over ``max_body_bytes`` is
+413. Error bodies are ``{"detail": ...}`` and never hold a stack trace.
+
+Safety: requests never name files. The only file the server reads is the
+model directory it was started with, re-read on ``POST /reload`` or when
+``watch_interval`` sees it change; weights load as safetensors (no pickle).
+A new model is loaded and checked (finite weights, every question answered
+once) before it replaces the old one; if it fails, the old one keeps serving
+and the reason is reported.
+
+Concurrency: handlers are plain ``def`` functions that FastAPI runs in its
+thread pool. A loaded model is never mutated; a reload swaps one reference.
+Torch runs one intra-op thread per process (``torch_threads``): requests are
+small, so parallelism comes from concurrent requests and ``workers``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+from collabkit.errors import CollabkitError, DataError, ModelFileError, UnknownIdError
+from collabkit.io import CONFIG, HISTORY, VOCAB, WEIGHTS
+from collabkit.recommend import Recommender
+
+log = logging.getLogger("collabkit.serve")
+
+RELOAD_TOKEN_ENV = "COLLABKIT_RELOAD_TOKEN"
+"""The environment variable holding the bearer token of ``POST /reload``; unset: reload is disabled."""
+
+MAX_N = 100
+"""The largest ``n`` a request may ask for."""
+MAX_BATCH = 1000
+"""The most (user, item) pairs in one ``POST /predict``, and ratings in one ``POST /recommendations``."""
+MAX_ID_LENGTH = 300
+"""The longest text id or title accepted."""
+MAX_BODY_BYTES = 1 << 20
+"""Default request body limit (1 MiB); larger bodies get 413."""
+
+# Environment variables through which :func:`run` hands its settings to worker processes
+# (uvicorn starts each worker by importing an app factory, so they cannot be passed as arguments).
+_ENV_MODEL_DIR = "COLLABKIT_SERVE_MODEL_DIR"
+_ENV_WATCH = "COLLABKIT_SERVE_WATCH_INTERVAL"
+_ENV_MAX_BODY = "COLLABKIT_SERVE_MAX_BODY_BYTES"
+_ENV_TORCH_THREADS = "COLLABKIT_SERVE_TORCH_THREADS"
+_ENV_LOG_LEVEL = "COLLABKIT_SERVE_LOG_LEVEL"
+
+
+# --- request and response bodies ------------------------------------------------------------
+Id = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)] | Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+"""A raw id as JSON: an integer, or a string (text ids, titles, or digits that the model's int ids parse)."""
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pair(_Body):
+    user: Id
+    item: Id = Field(description="item id or title")
+
+
+class PredictRequest(_Body):
+    pairs: list[Pair] = Field(min_length=1, max_length=MAX_BATCH)
+    strict: bool = Field(False, description="404 on an id the model never trained on, instead of the average fallback")
+
+
+class Prediction(BaseModel):
+    user: Id
+    item: Id
+    prediction: float
+    fallback: Literal["", "user", "item", "user+item"] = Field(
+        description='"" for a plain prediction, else the side(s) replaced by the average trained user/item'
+    )
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class Rating(_Body):
+    item: Id = Field(description="item id or title")
+    rating: float = Field(ge=-1e6, le=1e6, allow_inf_nan=False)
+
+
+class NewUserRequest(_Body):
+    ratings: list[Rating] = Field(min_length=1, max_length=MAX_BATCH)
+    n: int = Field(10, ge=1, le=MAX_N)
+    exclude_seen: bool = Field(True, description="leave out the items rated in this request")
+
+
+class Recommendation(BaseModel):
+    rank: int
+    item: Id
+    title: str | None
+    score: float = Field(description="the predicted rating")
+
+
+class UserRecommendations(BaseModel):
+    user: Id
+    recommendations: list[Recommendation]
+
+
+class NewUserRecommendations(BaseModel):
+    recommendations: list[Recommendation]
+
+
+class SimilarItem(BaseModel):
+    item: Id
+    title: str | None
+    similarity: float = Field(description="cosine similarity of the item factors")
+
+
+class SimilarItems(BaseModel):
+    item: Id
+    title: str | None
+    similar: list[SimilarItem]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    loaded_at: str
+
+
+class ModelDescription(BaseModel):
+    model_class: str
+    model_hyperparameters: dict[str, Any]
+    columns: dict[str, str]
+    users: int
+    items: int
+    trained_users: int
+    trained_items: int
+    has_titles: bool
+    has_history: bool = Field(description="whether seen items are known (needed for exclude_seen)")
+    info: dict[str, Any] = Field(description="what training recorded: data, trained_at, config, valid_rmse, ...")
+    loaded_at: str
+    reloads: int = Field(description="successful reloads since the server started")
+    last_reload_error: str | None = Field(description="why the last refused model was refused")
+
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class ReloadResult(BaseModel):
+    reloaded: Literal[True]
+    loaded_at: str
+    users: int
+    items: int
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+# --- the model being served -----------------------------------------------------------------
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy of a training record: NaN and inf become ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _directory_signature(path: Path) -> tuple | None:
+    """What changes when a model directory is replaced or a file in it is rewritten; ``None`` if unreadable."""
+    try:
+        parts: list[tuple] = [(path.stat().st_ino,)]
+        for name in (WEIGHTS, CONFIG, VOCAB, HISTORY):
+            try:
+                st = (path / name).stat()
+            except FileNotFoundError:
+                parts.append((name,))
+                continue
+            parts.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(parts)
+    except OSError:
+        return None
+
+
+class ServedModel:
+    """One loaded, checked model and the precomputed state its hot path needs; never mutated.
+
+    ``recommend`` answers a trained user straight from the model's vectors
+    (``FactorView.grid`` over the trained items, seen items masked, ``topk``),
+    with the candidate item matrix gathered once here rather than per request.
+    It gives exactly :meth:`Recommender.recommend`'s answer (``tests/test_serve.py``
+    checks); any other case (unknown user, no history) goes through
+    ``Recommender.recommend`` itself, for its errors.
+    """
+
+    def __init__(self, rec: Recommender, loaded_at: str) -> None:
+        self.rec = rec
+        self.loaded_at = loaded_at
+        view = rec.view
+        self.candidates = np.flatnonzero(rec.item_trained)
+        self.candidate_vectors = view.items[torch.from_numpy(self.candidates)].contiguous()
+        self.position = np.full(len(rec.items), -1, dtype=np.int64)
+        self.position[self.candidates] = np.arange(len(self.candidates))
+        self.item_ids = rec.items.ids[self.candidates].tolist()
+        self.item_titles = [rec.titles[r] for r in self.candidates] if rec.titles is not None else None
+        self.user_trained = rec.user_trained
+        self.fold_in_lock = threading.Lock()  # fold-in toggles requires_grad on the model's parameters
+
+    @classmethod
+    def load(cls, model_dir: Path) -> ServedModel:
+        """Load ``model_dir`` and ask it one of each question; raises ModelFileError saying what is wrong."""
+        rec = Recommender.load(model_dir)
+        for name, tensor in rec.model.state_dict().items():
+            if not torch.isfinite(tensor).all():
+                raise ModelFileError(f"{str(model_dir)!r}: weights {name!r} contain NaN or inf; refusing this model")
+        trained_users = np.flatnonzero(rec.user_trained)
+        trained_items = np.flatnonzero(rec.item_trained)
+        if len(trained_users) == 0 or len(trained_items) == 0:
+            raise ModelFileError(f"{str(model_dir)!r}: the model has no trained users or items")
+        user, item = rec.users[int(trained_users[0])], rec.items[int(trained_items[0])]
+        try:
+            rec.predict([user], [item], strict=True)
+            rec.recommend([user], n=1, exclude_seen=rec.history is not None)
+            rec.similar_items(item, n=1)
+            rec.fold_in({item: float(rec.predict([user], [item])["prediction"].iloc[0])}, max_iter=5)
+        except (CollabkitError, ValueError, KeyError, IndexError, RuntimeError, TypeError) as exc:
+            raise ModelFileError(f"{str(model_dir)!r} loads but cannot answer questions: {exc!r}") from exc
+        return cls(rec, _now())
+
+    def user_row(self, user: str) -> int | None:
+        (parsed,) = self.rec.users.parse([user])
+        row = self.rec.users.o2i.get(parsed) if isinstance(parsed, (int, str)) else None
+        return row if row is not None and self.user_trained[row] else None
+
+    def recommend(self, user: str, n: int, exclude_seen: bool) -> tuple[Any, list[dict[str, Any]]]:
+        rec = self.rec
+        row = self.user_row(user)
+        if row is None or (exclude_seen and rec.history is None):
+            (parsed,) = rec.users.parse([user])
+            frame = rec.recommend([parsed], n=n, exclude_seen=exclude_seen)  # raises, naming the problem
+            return parsed, _recommendation_records(frame)
+        with torch.no_grad():
+            scores = rec.view.grid(rec.view.users[row : row + 1], self.candidate_vectors)[0]
+        if exclude_seen:
+            _, seen = rec.history.seen_pairs(np.array([row]))
+            cols = self.position[seen]
+            scores[torch.from_numpy(cols[cols >= 0])] = -torch.inf
+        top = torch.topk(scores, min(n, len(self.candidates)))
+        records = []
+        for rank, (score, col) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
+            if not math.isfinite(score):
+                break
+            title = self.item_titles[col] if self.item_titles is not None else None
+            records.append({"rank": rank, "item": self.item_ids[col], "title": title, "score": score})
+        return rec.users[row], records
+
+
+def _recommendation_records(frame) -> list[dict[str, Any]]:
+    titles = frame["title"].tolist() if "title" in frame else [None] * len(frame)
+    return [
+        {"rank": rank, "item": item, "title": title, "score": score}
+        for rank, item, title, score in zip(
+            frame["rank"].tolist(), frame["item"].tolist(), titles, frame["score"].tolist()
+        )
+    ]
+
+
+class ModelHolder:
+    """The model being served, and how it is replaced: reload on request or when the directory changes.
+
+    Args:
+        model_dir: the only directory this server ever reads.
+        watch_interval: seconds between checks of the directory; ``None``: no watching.
+    """
+
+    def __init__(self, model_dir: str | Path, watch_interval: float | None = None) -> None:
+        if watch_interval is not None and not watch_interval > 0:
+            raise ValueError(f"watch_interval must be a positive number of seconds or None, got {watch_interval!r}")
+        self.model_dir = Path(model_dir)
+        self.watch_interval = watch_interval
+        self._signature = _directory_signature(self.model_dir)
+        self.current = ServedModel.load(self.model_dir)
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def reload(self) -> ServedModel:
+        """Load the directory again and swap it in; on failure keep the old model and raise ModelFileError."""
+        with self._lock:
+            self._signature = _directory_signature(self.model_dir)
+            try:
+                new = ServedModel.load(self.model_dir)
+            except ModelFileError as exc:
+                self.last_reload_error = f"{_now()}: {exc}"
+                log.warning(json.dumps({"event": "reload_refused", "reason": str(exc)}))
+                raise
+            self.current = new
+            self.reloads += 1
+            self.last_reload_error = None
+            log.warning(json.dumps({"event": "reloaded", "loaded_at": new.loaded_at, "users": len(new.rec.users),
+                                    "items": len(new.rec.items)}))
+            return new
+
+    def start_watching(self) -> None:
+        if self.watch_interval is None or self._watcher is not None:
+            return
+        self._stop.clear()
+        self._watcher = threading.Thread(target=self._watch, name="collabkit-serve-watch", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.watch_interval):
+            signature = _directory_signature(self.model_dir)
+            if signature is None or signature == self._signature:
+                continue
+            try:
+                self.reload()
+            except ModelFileError:
+                pass  # logged and recorded by reload(); retried when the directory changes again
+
+
+# --- middleware -------------------------------------------------------------------------------
+class RequestGuard:
+    """ASGI middleware: refuse bodies over ``max_body_bytes`` (413), and log one JSON line per request.
+
+    The log line (logger ``collabkit.serve``, level INFO) holds ``method``,
+    ``path``, ``status`` and ``latency_ms`` (until the response is complete).
+    """
+
+    def __init__(self, app: Callable, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_logged(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+                await self.app(scope, receive, send_logged)
+            else:
+                body = await self._read_body(scope, receive)
+                if body is None:
+                    await _too_large(self.max_body_bytes)(scope, receive, send_logged)
+                else:
+                    await self.app(scope, _replay(body, receive), send_logged)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                log.info(json.dumps({
+                    "method": scope["method"],
+                    "path": scope["path"][:MAX_ID_LENGTH],
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                }, ensure_ascii=False))
+
+    async def _read_body(self, scope, receive) -> bytes | None:
+        """The whole body, or ``None`` once it is known to exceed the limit."""
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body_bytes:
+                        return None
+                except ValueError:
+                    pass
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body is larger than the {limit}-byte limit"}, status_code=413)
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+# --- the app ----------------------------------------------------------------------------------
+_bearer = HTTPBearer(auto_error=False, description=f"the token in ${RELOAD_TOKEN_ENV} of the server")
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def create_app(
+    model_dir: str | Path,
+    reload_token: str | None = None,
+    watch_interval: float | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    torch_threads: int | None = 1,
+) -> FastAPI:
+    """The FastAPI app serving the model directory ``model_dir``.
+
+    Args:
+        model_dir: a model directory written by ``collabkit train --out`` or
+            :meth:`Recommender.save`; loaded and checked now (ModelFileError if bad).
+        reload_token: the bearer token ``POST /reload`` requires; ``None``
+            disables the endpoint (:func:`run` reads it from ``$COLLABKIT_RELOAD_TOKEN``).
+        watch_interval: check the directory for a new model every this many
+            seconds; ``None``: only ``POST /reload`` replaces the model.
+        max_body_bytes: request bodies over this size get 413.
+        torch_threads: ``torch.set_num_threads`` for this process (``None``: leave it).
+    """
+    if reload_token is not None and not reload_token.strip():
+        raise ValueError("reload_token must be a non-empty string or None (reload disabled)")
+    if not (isinstance(max_body_bytes, int) and max_body_bytes > 0):
+        raise ValueError(f"max_body_bytes must be a positive integer, got {max_body_bytes!r}")
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    holder = ModelHolder(model_dir, watch_interval)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        holder.start_watching()
+        yield
+        holder.stop_watching()
+
+    app = FastAPI(
+        title="collabkit",
+        summary="Recommendations, rating predictions and similar items from a saved collabkit model.",
+        lifespan=lifespan,
+    )
+    app.state.holder = holder
+    not_found = {404: {"model": ErrorBody, "description": "unknown or untrained id"}}
+
+    @app.exception_handler(UnknownIdError)
+    async def unknown_id(request, exc: UnknownIdError) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(DataError)
+    async def bad_data(request, exc: DataError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal error; the server log has the details")
+
+    @app.get("/health", response_model=Health)
+    def health() -> dict:
+        return {"status": "ok", "loaded_at": holder.current.loaded_at}
+
+    @app.get("/model", response_model=ModelDescription)
+    def model() -> dict:
+        served = holder.current
+        rec = served.rec
+        return {
+            "model_class": type(rec.model).__name__,
+            "model_hyperparameters": _finite(rec.model.config()),
+            "columns": rec.columns,
+            "users": len(rec.users),
+            "items": len(rec.items),
+            "trained_users": int(rec.user_trained.sum()),
+            "trained_items": int(rec.item_trained.sum()),
+            "has_titles": rec.titles is not None,
+            "has_history": rec.history is not None,
+            "info": _finite(rec.info),
+            "loaded_at": served.loaded_at,
+            "reloads": holder.reloads,
+            "last_reload_error": holder.last_reload_error,
+        }
+
+    @app.get("/users/{user_id}/recommendations", response_model=UserRecommendations, responses=not_found)
+    def user_recommendations(
+        user_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH)],
+        n: Annotated[int, Query(ge=1, le=MAX_N, description="how many items")] = 10,
+        exclude_seen: Annotated[bool, Query(description="leave out items the user has rated")] = True,
+    ) -> dict:
+        user, records = holder.current.recommend(user_id, n, exclude_seen)
+        return {"user": user, "recommendations": records}
+
+    @app.get("/items/{item_id:path}/similar", response_model=SimilarItems, responses=not_found)
+    def similar_items(
+        item_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH, description="item id or URL-encoded title")],
+        n: Annotated[int, Query(ge=1, le=MAX_N, description="how many items")] = 10,
+    ) -> dict:
+        rec = holder.current.rec
+        row = rec.item_row(item_id)
+        frame = rec.similar_items(item_id, n=n)
+        titles = frame["title"].tolist() if "title" in frame else [None] * len(frame)
+        return {
+            "item": rec.items[row],
+            "title": rec.titles[row] if rec.titles is not None else None,
+            "similar": [{"item": i, "title": t, "similarity": s}
+                        for i, t, s in zip(frame["item"].tolist(), titles, frame["similarity"].tolist())],
+        }
+
+    @app.post("/predict", response_model=PredictResponse, responses=not_found)
+    def predict(body: PredictRequest) -> dict:
+        rec = holder.current.rec
+        users = rec.users.parse([p.user for p in body.pairs])
+        items = [p.item for p in body.pairs]
+        frame = rec.predict(users, items, strict=body.strict)
+        return {"predictions": [
+            {"user": u, "item": i, "prediction": p, "fallback": f}
+            for u, i, p, f in zip(users, items, frame["prediction"].tolist(), frame["fallback"].tolist())
+        ]}
+
+    @app.post("/recommendations", response_model=NewUserRecommendations, responses=not_found)
+    def new_user_recommendations(body: NewUserRequest) -> dict:
+        served = holder.current
+        ratings = {}
+        for r in body.ratings:
+            ratings[r.item] = r.rating  # an item given twice: the last rating counts
+        with served.fold_in_lock:
+            frame = served.rec.recommend_new_user(ratings, n=body.n, exclude_seen=body.exclude_seen)
+        return {"recommendations": _recommendation_records(frame)}
+
+    @app.post(
+        "/reload",
+        response_model=ReloadResult,
+        responses={
+            401: {"model": ErrorBody, "description": "no bearer token"},
+            403: {"model": ErrorBody, "description": "wrong token, or reload disabled"},
+            409: {"model": ErrorBody, "description": "the new model was refused; the old one keeps serving"},
+        },
+    )
+    def reload(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> dict:
+        if reload_token is None:
+            raise HTTPException(403, f"reload is disabled: start the server with ${RELOAD_TOKEN_ENV} set")
+        if credentials is None:
+            raise HTTPException(401, "send the reload token as 'Authorization: Bearer TOKEN'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(credentials.credentials.encode(), reload_token.encode()):
+            raise HTTPException(403, "wrong reload token")
+        try:
+            new = holder.reload()
+        except ModelFileError as exc:
+            raise HTTPException(409, f"new model refused, still serving the one loaded at "
+                                     f"{holder.current.loaded_at}: {exc}") from None
+        return {"reloaded": True, "loaded_at": new.loaded_at, "users": len(new.rec.users), "items": len(new.rec.items)}
+
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app factory uvicorn's worker processes import (see :func:`run`); settings come from the environment."""
+    model_dir = os.environ.get(_ENV_MODEL_DIR)
+    if not model_dir:
+        raise ModelFileError(f"${_ENV_MODEL_DIR} is not set: start the server with `collabkit serve --model DIR`")
+    _configure_logging(os.environ.get(_ENV_LOG_LEVEL, "info"))
+    watch = os.environ.get(_ENV_WATCH)
+    threads = os.environ.get(_ENV_TORCH_THREADS)
+    return create_app(
+        model_dir,
+        reload_token=os.environ.get(RELOAD_TOKEN_ENV) or None,
+        watch_interval=float(watch) if watch else None,
+        max_body_bytes=int(os.environ.get(_ENV_MAX_BODY, MAX_BODY_BYTES)),
+        torch_threads=int(threads) if threads else None,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    """Request log lines go to stderr as they are (each is one JSON object)."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(level.upper())
+
+
+def run(
+    model_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    watch_interval: float | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    torch_threads: int = 1,
+    log_level: str = "info",
+) -> None:
+    """Serve ``model_dir`` with uvicorn until interrupted; see :func:`create_app` for the arguments.
+
+    The reload token comes from ``$COLLABKIT_RELOAD_TOKEN``. The model is
+    loaded and checked once before the server starts, so a bad directory is a
+    ModelFileError here, not a crash in a worker. With ``workers > 1`` each
+    worker process holds its own copy, and ``POST /reload`` reloads only the
+    worker that answers it: use ``watch_interval`` so that every worker reloads.
+    """
+    import uvicorn
+
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if not (isinstance(port, int) and 0 <= port <= 65535):
+        raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
+    _configure_logging(log_level)
+    token = os.environ.get(RELOAD_TOKEN_ENV) or None
+    if workers > 1 and token is not None and watch_interval is None:
+        log.warning(f"with {workers} workers, POST /reload reloads only the worker that answers it; "
+                    "add a watch interval so that every worker picks up a new model")
+    options = dict(host=host, port=port, access_log=False, log_level=log_level, server_header=False)
+    if workers == 1:
+        app = create_app(model_dir, token, watch_interval, max_body_bytes, torch_threads)
+        uvicorn.run(app, **options)
+        return
+    ServedModel.load(Path(model_dir))  # fail here, once, on a bad directory
+    os.environ[_ENV_MODEL_DIR] = str(Path(model_dir).resolve())
+    os.environ[_ENV_WATCH] = "" if watch_interval is None else str(watch_interval)
+    os.environ[_ENV_MAX_BODY] = str(max_body_bytes)
+    os.environ[_ENV_TORCH_THREADS] = str(torch_threads)
+    os.environ[_ENV_LOG_LEVEL] = log_level
+    uvicorn.run("collabkit.serve:app_from_environment", factory=True, workers=workers, **options)

@@ -1,0 +1,51 @@
+"""Training checkpoints: everything needed to continue a run, written atomically, read without pickle.
+
+A checkpoint is one file made by ``torch.save`` of plain containers and
+tensors (weights, optimizer and scheduler state, the shuffling generator, the
+history), and read back with ``torch.load(weights_only=True)``, which refuses
+anything that would run code. It is written to a temporary file beside the
+target and renamed over it, so an interruption leaves the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from collabkit.errors import ModelFileError
+
+CHECKPOINT_FORMAT = "collabkit-checkpoint-1"
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Write ``state`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`; a missing or corrupt file names itself."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"no checkpoint at {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as exc:
+        raise ModelFileError(f"checkpoint {str(path)!r} is corrupt or not a collabkit checkpoint: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{str(path)!r} is not a {CHECKPOINT_FORMAT} checkpoint")
+    return state
