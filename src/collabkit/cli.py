@@ -15,9 +15,11 @@ A user error prints one line, ``collabkit: error: ...``, and exits with status 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from collabkit import __version__
+from collabkit import __version__, distributed
 from collabkit.data import CollabDataLoaders, random_split, read_ratings_file, validate_ratings
 from collabkit.data.splits import temporal_split, user_holdout
 from collabkit.data.ratings import DUPLICATE_POLICIES
@@ -88,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-find", action="store_true", help="run the lr finder first; without --lr, train at its suggestion")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--checkpoint", type=Path, help="write a checkpoint here after every epoch")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint")
+    train.add_argument("--nproc", type=_positive_int, default=1,
+                       help="worker processes on this machine (torch.distributed via torchrun; --bs is the global batch)")
+    train.add_argument("--backend", choices=("gloo", "nccl"), help="distributed backend (default: nccl on CUDA, else gloo)")
     train.add_argument("--out", type=Path, help="save the trained model to this directory")
     train.add_argument("--show", type=int, default=8, help="how many validation predictions to print")
 
@@ -304,12 +311,63 @@ def _times(clean: pd.DataFrame, args: argparse.Namespace) -> np.ndarray:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume and args.checkpoint is None:
+        raise CliError("--resume needs --checkpoint PATH (the checkpoint to continue)")
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return distributed.launch(_without_nproc(args.argv), args.nproc)
+    if not distributed.launched_by_torchrun():
+        return _train(args, _device(args.device))
+    device = _device(args.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    distributed.init(device, args.backend)
+    try:
+        if distributed.is_main():
+            return _train(args, device)
+        logging.getLogger("collabkit").setLevel(logging.ERROR)  # only rank 0 speaks
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _train(args, device)
+    finally:
+        distributed.shutdown()
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _distributed_check(learn) -> dict:
+    """Evidence that the ranks agree: the RMSE from summed errors against the RMSE of all predictions
+    gathered, and a checksum of every rank's weights."""
+    share = learn.dls.valid
+    share = type(share)(share.x, share.y, bs=share.bs).shard(distributed.rank(), distributed.world_size())
+    preds, targs = learn.get_preds(dl=share)
+    preds, targs = distributed.all_gather_cat(preds), distributed.all_gather_cat(targs)
+    weights = torch.cat([p.detach().double().reshape(-1) for p in learn.model.parameters()])
+    checksum = torch.stack([weights.sum(), (weights**2).sum()])
+    sums = distributed.all_gather_cat(checksum).reshape(-1, 2)
+    return {
+        "world_size": distributed.world_size(),
+        "rmse_from_sums": learn.recorder.values[-1][2],
+        "rmse_of_gathered_predictions": rmse(preds, targs),
+        "weight_checksums": sums.tolist(),
+    }
+
+
+def _train(args: argparse.Namespace, device: torch.device) -> int:
     started = time.perf_counter()
     config = _config(args)
     dataset = _load_table(args)
     train_frame, valid_frame = _split(args, dataset)
     learn = prepare(
-        config, train_frame, valid_frame, duplicates=args.duplicates, device=_device(args.device),
+        config, train_frame, valid_frame, duplicates=args.duplicates, device=device,
         cbs=[ProgressCallback(bar=False if args.no_progress else None)],
     )
     dls = learn.dls
@@ -319,11 +377,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{len(dls.users):,} users, {len(dls.items):,} items; model {config.model}, y_range {y_range}"
     )
     lr, lr_curve = config.lr, None
-    if args.lr_find:
-        lr_curve = learn.lr_find(show_plot=False)
-        print(f"lr_find suggests lr {lr_curve.valley:.2e} (valley)")
-        lr = lr_curve.valley if args.lr is None else lr
-    learn.fit_one_cycle(config.epochs, lr, wd=config.wd)
+    if args.resume:
+        learn.resume(args.checkpoint)
+    else:
+        if args.lr_find:
+            lr_curve = learn.lr_find(show_plot=False)
+            print(f"lr_find suggests lr {lr_curve.valley:.2e} (valley)")
+            lr = lr_curve.valley if args.lr is None else lr
+        learn.fit_one_cycle(config.epochs, lr, wd=config.wd, checkpoint=args.checkpoint)
     preds, targs = learn.get_preds()
     valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
     print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.1f} s in all)")
@@ -340,11 +401,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if lr_curve is not None:
         info["lr_find"] = lr_curve.to_dict()
+    if distributed.world_size() > 1:
+        info["distributed"] = _distributed_check(learn)
     titles = dataset.titles.to_dict() if len(dataset.titles) else None
     recommender = Recommender.from_learner(learn, titles=titles, info=info)
     if args.show > 0 and dls.valid.n:
         _print_samples(recommender, dls, preds, args.show)
-    if args.out is not None:
+    if args.out is not None and distributed.is_main():
         recommender.save(args.out)
         print(f"\nsaved model to {args.out}/")
     return 0
@@ -519,7 +582,9 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -1,0 +1,99 @@
+"""Multi-process training on torch.distributed (gloo, CPU), launched through torchrun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from collabkit import Recommender
+from collabkit.cli import main
+from planted import planted_ratings
+
+TRAIN = ["--epochs", "2", "--bs", "256", "--lr", "1e-2", "--wd", "0.01", "--y-range", "-1", "7", "--no-progress",
+         "--show", "0", "--seed", "7"]
+
+
+@pytest.fixture(scope="module")
+def ratings_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dist") / "ratings.csv"
+    planted_ratings().to_csv(path, index=False)
+    return path
+
+
+def test_two_processes_match_one(ratings_csv, tmp_path):
+    assert main(["train", "--data", str(ratings_csv), *TRAIN, "--out", str(tmp_path / "one")]) == 0
+    assert main(["train", "--data", str(ratings_csv), *TRAIN, "--nproc", "2", "--out", str(tmp_path / "two")]) == 0
+    one, two = Recommender.load(tmp_path / "one"), Recommender.load(tmp_path / "two")
+    assert two.info["valid_rmse"] == pytest.approx(one.info["valid_rmse"], abs=2e-3)
+    users, items = list(one.users)[:200], list(one.items)[:200]
+    np.testing.assert_allclose(two.predict(users, items)["prediction"], one.predict(users, items)["prediction"],
+                               atol=2e-3)
+    check = two.info["distributed"]
+    assert check["world_size"] == 2
+    # metrics come from summed errors, and agree exactly with the RMSE of all predictions gathered
+    assert check["rmse_from_sums"] == pytest.approx(check["rmse_of_gathered_predictions"], rel=1e-9)
+    # every rank ended with the same weights
+    assert check["weight_checksums"][0] == check["weight_checksums"][1]
+
+
+def _workers_of(launcher_pid: int) -> dict[int, int]:
+    """{rank: pid} of the worker processes below the launcher, read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        env = dict(item.split(b"=", 1) for item in environ if b"=" in item)
+        if env.get(b"TORCHELASTIC_RUN_ID") is None or b"RANK" not in env:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == launcher_pid:
+            found[int(env[b"RANK"])] = int(entry.name)
+    return found
+
+
+def test_a_dead_worker_ends_the_run_with_an_error_and_it_resumes(ratings_csv, tmp_path):
+    checkpoint = tmp_path / "ck.pt"
+    argv = [sys.executable, "-m", "collabkit", "train", "--data", str(ratings_csv), "--epochs", "40", "--bs", "64",
+            "--lr", "1e-2", "--y-range", "-1", "7", "--no-progress", "--show", "0", "--nproc", "2",
+            "--checkpoint", str(checkpoint)]
+    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists():
+            assert launcher.poll() is None, launcher.communicate()
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.2)
+        workers = _workers_of(launcher.pid)
+        assert set(workers) == {0, 1}
+        os.kill(workers[1], signal.SIGKILL)
+        _, err = launcher.communicate(timeout=90)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert "collabkit: error: distributed training failed" in err
+    # the checkpoint of the last finished epoch is intact, and the run continues from it
+    resumed = ["train", "--data", str(ratings_csv), "--epochs", "40", "--bs", "64", "--lr", "1e-2", "--y-range", "-1",
+               "7", "--no-progress", "--show", "0", "--checkpoint", str(checkpoint), "--resume", "--out",
+               str(tmp_path / "m")]
+    from collabkit.training.checkpoint import load_checkpoint
+
+    done = load_checkpoint(checkpoint)["epochs_done"]
+    assert 1 <= done < 40
+    assert main(resumed) == 0
+    state = load_checkpoint(checkpoint)
+    assert state["epochs_done"] == 40 and len(state["recorder"]["values"]) == 40
+    info = json.loads((tmp_path / "m" / "config.json").read_text())["info"]
+    assert len(info["recorder"]["values"]) == 40
