@@ -513,11 +513,11 @@ def create_app(
         return _error(500, "internal error; the server log has the details")
 
     @app.get("/health", response_model=Health)
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok", "loaded_at": holder.current.loaded_at}
 
     @app.get("/model", response_model=ModelDescription)
-    def model() -> dict:
+    async def model() -> dict:
         served = holder.current
         rec = served.rec
         return {
@@ -537,7 +537,7 @@ def create_app(
         }
 
     @app.get("/users/{user_id}/recommendations", response_model=UserRecommendations, responses=not_found)
-    def user_recommendations(
+    async def user_recommendations(
         user_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH)],
         n: Annotated[int, Query(ge=1, le=MAX_N, description="how many items")] = 10,
         exclude_seen: Annotated[bool, Query(description="leave out items the user has rated")] = True,
@@ -546,7 +546,7 @@ def create_app(
         return {"user": user, "recommendations": records}
 
     @app.get("/items/{item_id:path}/similar", response_model=SimilarItems, responses=not_found)
-    def similar_items(
+    async def similar_items(
         item_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH, description="item id or URL-encoded title")],
         n: Annotated[int, Query(ge=1, le=MAX_N, description="how many items")] = 10,
     ) -> dict:
@@ -562,7 +562,7 @@ def create_app(
         }
 
     @app.post("/predict", response_model=PredictResponse, responses=not_found)
-    def predict(body: PredictRequest) -> dict:
+    async def predict(body: PredictRequest) -> dict:
         rec = holder.current.rec
         users = rec.users.parse([p.user for p in body.pairs])
         items = [p.item for p in body.pairs]
