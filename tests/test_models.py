@@ -102,3 +102,15 @@ def test_embedding_and_create_params_initialisation():
 def test_sigmoid_range():
     x = torch.tensor([-math.inf, 0.0, math.inf])
     assert sigmoid_range(x, 0, 5.5).tolist() == [0.0, 2.75, 5.5]
+
+
+def test_bayesian_pmf_recovers_planted_ratings(planted):
+    from collabkit.training.recipe import TrainConfig, train
+
+    frame = planted.sample(frac=1.0, random_state=0)
+    cut = int(0.8 * len(frame))
+    config = TrainConfig(solver="bayes", n_factors=6, sweeps=60, burn_in=20, thin=4, seed=0)
+    learn = train(config, frame.iloc[:cut], frame.iloc[cut:])
+    valid_rmse = learn.recorder.values[-1][2]
+    assert valid_rmse < 1.25 * 0.25  # the planted noise level
+    assert learn.model.u_weight.embedding_dim == config.bayes().model_factors == 60

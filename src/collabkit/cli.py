@@ -43,7 +43,7 @@ from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias
 from collabkit.recommend import Recommender
 from collabkit.training import WD_MODES, ProgressCallback
-from collabkit.training.recipe import MODELS, PRESETS, TrainConfig, prepare
+from collabkit.training.recipe import MODELS, PRESETS, SOLVERS, TrainConfig, fit, prepare
 
 log = logging.getLogger("collabkit")
 
@@ -173,7 +173,11 @@ def _add_split_options(sub: argparse.ArgumentParser) -> None:
 
 def _add_train_options(sub: argparse.ArgumentParser) -> None:
     fit = sub.add_argument_group("model and training (unset: from --preset)")
-    fit.add_argument("--preset", choices=sorted(PRESETS), default="lesson", help="named settings (default lesson)")
+    fit.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                     help="named settings: default (Bayesian PMF, the most accurate) or lesson (the course's "
+                     "DotProductBias with fit_one_cycle(5, 5e-3, wd=0.1)); default: default")
+    fit.add_argument("--solver", choices=SOLVERS, help="sgd (fit_one_cycle) or bayes (Gibbs sampling)")
+    fit.add_argument("--sweeps", type=_positive_int, help="Gibbs sweeps of the bayes solver")
     fit.add_argument("--model", choices=MODELS, help="dot product, with biases, or a neural net")
     fit.add_argument("--n-factors", type=_positive_int, help="embedding width")
     fit.add_argument(
@@ -263,7 +267,13 @@ def _device(name: str) -> torch.device:
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The preset, with every option the user set on top."""
     try:
-        return PRESETS[args.preset].replace(
+        base = PRESETS[args.preset]
+        sgd_options = (args.model, args.epochs, args.lr, args.wd, args.wd_mode, args.bs, args.y_range, args.layers)
+        if args.solver is None and base.solver == "bayes" and any(v is not None for v in sgd_options):
+            base = PRESETS["lesson"]  # asking for SGD settings means the SGD solver, from the lesson's settings
+        return base.replace(
+            solver=args.solver,
+            sweeps=args.sweeps,
             model=args.model,
             n_factors=args.n_factors,
             layers=tuple(args.layers) if args.layers else None,
@@ -377,14 +387,19 @@ def _train(args: argparse.Namespace, device: torch.device) -> int:
         f"{len(dls.users):,} users, {len(dls.items):,} items; model {config.model}, y_range {y_range}"
     )
     lr, lr_curve = config.lr, None
-    if args.resume:
+    if config.solver == "bayes":
+        if args.lr_find or args.checkpoint or distributed.world_size() > 1:
+            raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
+        print(f"Bayesian PMF by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
+              f"{config.n_factors} factors; a row per 25 sweeps")
+    elif args.resume:
         learn.resume(args.checkpoint)
-    else:
-        if args.lr_find:
-            lr_curve = learn.lr_find(show_plot=False)
-            print(f"lr_find suggests lr {lr_curve.valley:.2e} (valley)")
-            lr = lr_curve.valley if args.lr is None else lr
-        learn.fit_one_cycle(config.epochs, lr, wd=config.wd, checkpoint=args.checkpoint)
+    elif args.lr_find:
+        lr_curve = learn.lr_find(show_plot=False)
+        print(f"lr_find suggests lr {lr_curve.valley:.2e} (valley)")
+        lr = lr_curve.valley if args.lr is None else lr
+    if not args.resume:
+        fit(learn, config, lr=lr, checkpoint=args.checkpoint)
     preds, targs = learn.get_preds()
     valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
     print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.1f} s in all)")

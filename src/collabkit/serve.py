@@ -24,10 +24,15 @@ A new model is loaded and checked (finite weights, every question answered
 once) before it replaces the old one; if it fails, the old one keeps serving
 and the reason is reported.
 
-Concurrency: handlers are plain ``def`` functions that FastAPI runs in its
-thread pool. A loaded model is never mutated; a reload swaps one reference.
-Torch runs one intra-op thread per process (``torch_threads``): requests are
-small, so parallelism comes from concurrent requests and ``workers``.
+Concurrency: a question about one user or a batch of pairs takes well under
+a millisecond of CPU, so those handlers are ``async def`` and answer on the
+event loop: a thread-pool hop costs about as much as the answer, and under the
+GIL the pool adds no parallelism (measured in ``docs/serving.md``). Fold-in
+(L-BFGS, tens of ms) and reload (file reads) are plain ``def`` handlers that
+FastAPI runs in its thread pool, so they never stall the loop. Torch runs one
+intra-op thread per process (``torch_threads``): parallelism comes from
+``workers`` (processes). A loaded model is never mutated; a reload swaps one
+reference.
 """
 
 from __future__ import annotations
@@ -81,7 +86,9 @@ _ENV_LOG_LEVEL = "COLLABKIT_SERVE_LOG_LEVEL"
 
 # --- request and response bodies ------------------------------------------------------------
 Id = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)] | Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
-"""A raw id as JSON: an integer, or a string (text ids, titles, or digits that the model's int ids parse)."""
+"""A raw id in a request: an integer, or a string (text ids, titles, or digits that the model's int ids parse)."""
+OutId = int | str
+"""A raw id in a response, as the model's vocabulary holds it."""
 
 
 class _Body(BaseModel):
@@ -99,8 +106,8 @@ class PredictRequest(_Body):
 
 
 class Prediction(BaseModel):
-    user: Id
-    item: Id
+    user: OutId
+    item: OutId
     prediction: float
     fallback: Literal["", "user", "item", "user+item"] = Field(
         description='"" for a plain prediction, else the side(s) replaced by the average trained user/item'
@@ -124,13 +131,13 @@ class NewUserRequest(_Body):
 
 class Recommendation(BaseModel):
     rank: int
-    item: Id
+    item: OutId
     title: str | None
     score: float = Field(description="the predicted rating")
 
 
 class UserRecommendations(BaseModel):
-    user: Id
+    user: OutId
     recommendations: list[Recommendation]
 
 
@@ -139,13 +146,13 @@ class NewUserRecommendations(BaseModel):
 
 
 class SimilarItem(BaseModel):
-    item: Id
+    item: OutId
     title: str | None
     similarity: float = Field(description="cosine similarity of the item factors")
 
 
 class SimilarItems(BaseModel):
-    item: Id
+    item: OutId
     title: str | None
     similar: list[SimilarItem]
 
@@ -236,7 +243,7 @@ class ServedModel:
         self.position = np.full(len(rec.items), -1, dtype=np.int64)
         self.position[self.candidates] = np.arange(len(self.candidates))
         self.item_ids = rec.items.ids[self.candidates].tolist()
-        self.item_titles = [rec.titles[r] for r in self.candidates] if rec.titles is not None else None
+        self.item_titles = [_title(rec.titles[r]) for r in self.candidates] if rec.titles is not None else None
         self.user_trained = rec.user_trained
         self.fold_in_lock = threading.Lock()  # fold-in toggles requires_grad on the model's parameters
 
@@ -289,8 +296,17 @@ class ServedModel:
         return rec.users[row], records
 
 
+def _title(value: Any) -> str | None:
+    """A title for JSON: a missing one (``None``, NaN) is ``None``."""
+    return value if isinstance(value, str) else None
+
+
+def _titles(frame) -> list[str | None]:
+    return [_title(t) for t in frame["title"].tolist()] if "title" in frame else [None] * len(frame)
+
+
 def _recommendation_records(frame) -> list[dict[str, Any]]:
-    titles = frame["title"].tolist() if "title" in frame else [None] * len(frame)
+    titles = _titles(frame)
     return [
         {"rank": rank, "item": item, "title": title, "score": score}
         for rank, item, title, score in zip(
@@ -553,10 +569,10 @@ def create_app(
         rec = holder.current.rec
         row = rec.item_row(item_id)
         frame = rec.similar_items(item_id, n=n)
-        titles = frame["title"].tolist() if "title" in frame else [None] * len(frame)
+        titles = _titles(frame)
         return {
             "item": rec.items[row],
-            "title": rec.titles[row] if rec.titles is not None else None,
+            "title": _title(rec.titles[row]) if rec.titles is not None else None,
             "similar": [{"item": i, "title": t, "similarity": s}
                         for i, t, s in zip(frame["item"].tolist(), titles, frame["similarity"].tolist())],
         }

@@ -46,7 +46,7 @@ Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
 
 @contextlib.contextmanager
-def _num_threads(n: int | None) -> Iterator[None]:
+def num_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(n)``, then restore; ``None`` leaves torch alone."""
     if n is None:
         yield
@@ -222,7 +222,7 @@ class Learner:
         rec = self.recorder
         rec.metric_names = ["train_loss", "valid_loss", *map(_metric_name, self.metrics)]
 
-        with _num_threads(self.n_threads):
+        with num_threads(self.n_threads):
             for cb in callbacks:
                 cb.before_fit(self, n_epoch)
             try:
@@ -323,7 +323,7 @@ class Learner:
         ordered = dl if dl.sharded else IndexBatches(dl.x, dl.y, bs=max(dl.bs, 8192))
         self.model.eval()
         preds, targs = [], []
-        with torch.no_grad(), _num_threads(self.n_threads):
+        with torch.no_grad(), num_threads(self.n_threads):
             for xb, yb in ordered:
                 preds.append(self.model(xb).reshape(-1))
                 targs.append(yb)
@@ -408,7 +408,7 @@ class Learner:
         best = math.inf
         self.model.train()
         try:
-            with _num_threads(self.n_threads):
+            with num_threads(self.n_threads):
                 while len(lrs) < num_it:
                     for xb, yb in self.dls.train:
                         loss = self.loss_func(self.model(xb), yb)
