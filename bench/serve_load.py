@@ -63,7 +63,7 @@ def free_port() -> int:
 def start_server(model_dir: Path, port: int, workers: int, log_path: Path) -> subprocess.Popen:
     code = (f"from collabkit.serve import run; run({str(model_dir)!r}, host='127.0.0.1', port={port}, "
             f"workers={workers})")
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115 - the server process writes to it until it ends
     server = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -215,10 +215,12 @@ def main() -> None:
             lat = result["latencies"]
             every = lat["recommend"] + lat["predict"]
             seconds = result["seconds"]
-            ms = lambda values, q: percentile(values, q) * 1000  # noqa: E731
+            def ms(values: list[float], q: float) -> str:
+                return f"{percentile(values, q) * 1000:.1f}" if values else "-"
+
             print(f"| {workers} | {result['sent']} | {seconds:.1f} | {len(every) / seconds:,.0f} | "
-                  f"{len(lat['recommend']) / seconds:,.0f} | {ms(every, 0.5):.1f} | {ms(every, 0.99):.1f} | "
-                  f"{ms(lat['recommend'], 0.99):.1f} | {ms(lat['predict'], 0.99):.1f} | {result['errors']} |",
+                  f"{len(lat['recommend']) / seconds:,.0f} | {ms(every, 0.5)} | {ms(every, 0.99)} | "
+                  f"{ms(lat['recommend'], 0.99)} | {ms(lat['predict'], 0.99)} | {result['errors']} |",
                   flush=True)
 
 

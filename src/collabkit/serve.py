@@ -51,7 +51,8 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -682,7 +683,7 @@ def run(
     if workers > 1 and token is not None and watch_interval is None:
         log.warning(f"with {workers} workers, POST /reload reloads only the worker that answers it; "
                     "add a watch interval so that every worker picks up a new model")
-    options = dict(host=host, port=port, access_log=False, log_level=log_level, server_header=False)
+    options = {"host": host, "port": port, "access_log": False, "log_level": log_level, "server_header": False}
     if workers == 1:
         app = create_app(model_dir, token, watch_interval, max_body_bytes, torch_threads)
         uvicorn.run(app, **options)
