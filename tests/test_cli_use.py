@@ -109,3 +109,8 @@ def test_broken_model_directories_name_the_file(model_dir, tmp_path, capsys, dam
         damage(broken)
     status, _, err = run(capsys, "recommend", "--model", str(broken), "--user", "1")
     assert status == 1 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_serve_refuses_a_broken_model_in_one_line(tmp_path, capsys):
+    status, _, err = run(capsys, "serve", "--model", str(tmp_path / "nothing"), "--port", "1")
+    assert status == 1 and "no model directory at" in err and err.count("\n") == 1

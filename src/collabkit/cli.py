@@ -122,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_metric_options(cv)
 
     _add_use_commands(commands)
+    _add_serve_command(commands)
 
     data_cmd = commands.add_parser(
         "datasets", help="list, describe, download or add named datasets",
@@ -137,6 +138,19 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("path", type=Path)
     return parser
+
+
+def _add_serve_command(commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve a saved model over HTTP (FastAPI + uvicorn; API docs at /docs)",
+        description="Answer recommendation, prediction and similar-item requests for a saved model over HTTP. "
+        "Binds to loopback unless --host says otherwise. POST /reload is enabled when $COLLABKIT_RELOAD_TOKEN "
+        "is set; --watch reloads when the model directory changes. See docs/serving.md.")
+    serve.add_argument("--model", type=Path, required=True, help="a model directory written by train --out")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--workers", type=_positive_int, default=1, help="server processes, one per core")
+    serve.add_argument("--watch", type=float, metavar="SECONDS", help="reload when the model directory changes")
 
 
 def _add_data_options(sub: argparse.ArgumentParser) -> None:
@@ -582,7 +596,19 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from collabkit import serve
+    except ImportError as exc:
+        raise CliError(
+            f"collabkit serve needs the serve extra ({exc.name} is missing): pip install 'collabkit[serve]'"
+        ) from exc
+    serve.run(args.model, host=args.host, port=args.port, workers=args.workers, watch_interval=args.watch)
+    return 0
+
+
 COMMANDS = {
+    "serve": cmd_serve,
     "datasets": cmd_datasets,
     "evaluate": cmd_evaluate,
     "cv": cmd_cv,
