@@ -295,9 +295,21 @@ class Recommender:
         fallback = np.select([neither, ~u_ok, ~i_ok], ["user+item", "user", "item"], "")
         return pd.DataFrame({"user": users, "item": items, "prediction": pred, "fallback": fallback})
 
+    @functools.cached_property
+    def _trained_items(self) -> np.ndarray:
+        return np.flatnonzero(self.item_trained)
+
+    @functools.cached_property
+    def _trained_item_vectors(self) -> tuple[torch.Tensor, np.ndarray]:
+        """The trained items' vectors, and each item's column among them (-1 if untrained)."""
+        rows = self._trained_items
+        position = np.full(len(self.items), -1, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        return self.view.items[torch.from_numpy(rows)].contiguous(), position
+
     def _candidates(self, items: Iterable[Any] | None) -> np.ndarray:
         if items is None:
-            return np.flatnonzero(self.item_trained)
+            return self._trained_items
         rows = np.unique(np.array([self.item_row(item) for item in items], dtype=np.int64))
         if len(rows) == 0:
             raise DataError("items= names no candidate items")
@@ -309,11 +321,15 @@ class Recommender:
         """Scores and item rows of the best ``n`` candidates per user vector, seen pairs removed."""
         if n < 1:
             raise ValueError(f"n must be a positive integer, got {n}")
-        with torch.no_grad():
-            scores = self.view.grid(user_vectors, self.view.items[torch.from_numpy(candidates)])
-        if seen is not None:
+        if candidates is self._trained_items:  # the common case: vectors and positions computed once
+            item_vectors, position = self._trained_item_vectors
+        else:
+            item_vectors = self.view.items[torch.from_numpy(candidates)]
             position = np.full(len(self.items), -1, dtype=np.int64)
             position[candidates] = np.arange(len(candidates))
+        with torch.no_grad():
+            scores = self.view.grid(user_vectors, item_vectors)
+        if seen is not None:
             which, item_rows = seen
             cols = position[item_rows]
             hit = cols >= 0
@@ -378,7 +394,7 @@ class Recommender:
         """
         user_rows = np.asarray(user_rows, dtype=np.int64)
         seen = exclude.seen_pairs(user_rows) if exclude is not None else None
-        candidates = np.flatnonzero(self.item_trained) if candidates is None else np.asarray(candidates)
+        candidates = self._trained_items if candidates is None else np.asarray(candidates)
         return self._top_n(self.view.users[torch.from_numpy(user_rows)], seen, n, candidates)
 
     def _similar(self, factors: torch.Tensor, row: int, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

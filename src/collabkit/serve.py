@@ -227,24 +227,18 @@ def _directory_signature(path: Path) -> tuple | None:
 class ServedModel:
     """One loaded, checked model and the precomputed state its hot path needs; never mutated.
 
-    ``recommend`` answers a trained user straight from the model's vectors
-    (``FactorView.grid`` over the trained items, seen items masked, ``topk``),
-    with the candidate item matrix gathered once here rather than per request.
-    It gives exactly :meth:`Recommender.recommend`'s answer (``tests/test_serve.py``
-    checks); any other case (unknown user, no history) goes through
-    ``Recommender.recommend`` itself, for its errors.
+    ``recommend`` answers a trained user with :meth:`Recommender.top_n` (the
+    row-level top-N) and builds the JSON records directly, skipping the
+    DataFrame that :meth:`Recommender.recommend` returns; the answer is the
+    same (``tests/test_serve.py`` checks). Any other case (unknown user, no
+    history) goes through ``Recommender.recommend`` itself, for its errors.
     """
 
     def __init__(self, rec: Recommender, loaded_at: str) -> None:
         self.rec = rec
         self.loaded_at = loaded_at
-        view = rec.view
-        self.candidates = np.flatnonzero(rec.item_trained)
-        self.candidate_vectors = view.items[torch.from_numpy(self.candidates)].contiguous()
-        self.position = np.full(len(rec.items), -1, dtype=np.int64)
-        self.position[self.candidates] = np.arange(len(self.candidates))
-        self.item_ids = rec.items.ids[self.candidates].tolist()
-        self.item_titles = [_title(rec.titles[r]) for r in self.candidates] if rec.titles is not None else None
+        self.item_ids = rec.items.ids.tolist()
+        self.item_titles = [_title(t) for t in rec.titles] if rec.titles is not None else None
         self.user_trained = rec.user_trained
         self.fold_in_lock = threading.Lock()  # fold-in toggles requires_grad on the model's parameters
 
@@ -281,19 +275,13 @@ class ServedModel:
             (parsed,) = rec.users.parse([user])
             frame = rec.recommend([parsed], n=n, exclude_seen=exclude_seen)  # raises, naming the problem
             return parsed, _recommendation_records(frame)
-        with torch.no_grad():
-            scores = rec.view.grid(rec.view.users[row : row + 1], self.candidate_vectors)[0]
-        if exclude_seen:
-            _, seen = rec.history.seen_pairs(np.array([row]))
-            cols = self.position[seen]
-            scores[torch.from_numpy(cols[cols >= 0])] = -torch.inf
-        top = torch.topk(scores, min(n, len(self.candidates)))
+        scores, rows = rec.top_n(np.array([row]), n, exclude=rec.history if exclude_seen else None)
         records = []
-        for rank, (score, col) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
+        for rank, (score, item_row) in enumerate(zip(scores[0].tolist(), rows[0].tolist()), start=1):
             if not math.isfinite(score):
                 break
-            title = self.item_titles[col] if self.item_titles is not None else None
-            records.append({"rank": rank, "item": self.item_ids[col], "title": title, "score": score})
+            title = self.item_titles[item_row] if self.item_titles is not None else None
+            records.append({"rank": rank, "item": self.item_ids[item_row], "title": title, "score": score})
         return rec.users[row], records
 
 
