@@ -190,7 +190,8 @@ def _add_train_options(sub: argparse.ArgumentParser) -> None:
     fit.add_argument("--preset", choices=sorted(PRESETS), default="default",
                      help="named settings: default (Bayesian PMF, the most accurate) or lesson (the course's "
                      "DotProductBias with fit_one_cycle(5, 5e-3, wd=0.1)); default: default")
-    fit.add_argument("--solver", choices=SOLVERS, help="sgd (fit_one_cycle) or bayes (Gibbs sampling)")
+    fit.add_argument("--solver", choices=SOLVERS,
+                     help="sgd (fit_one_cycle, dense AdamW), bayes (Gibbs sampling) or sparse (row-sparse SGD)")
     fit.add_argument("--sweeps", type=_positive_int, help="Gibbs sweeps of the bayes solver")
     fit.add_argument("--model", choices=MODELS, help="dot product, with biases, or a neural net")
     fit.add_argument("--n-factors", type=_positive_int, help="embedding width")
@@ -401,11 +402,12 @@ def _train(args: argparse.Namespace, device: torch.device) -> int:
         f"{len(dls.users):,} users, {len(dls.items):,} items; model {config.model}, y_range {y_range}"
     )
     lr, lr_curve = config.lr, None
-    if config.solver == "bayes":
+    if config.solver != "sgd":
         if args.lr_find or args.checkpoint or distributed.world_size() > 1:
             raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
-        print(f"Bayesian PMF by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
-              f"{config.n_factors} factors; a row per 25 sweeps")
+        if config.solver == "bayes":
+            print(f"Bayesian PMF by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
+                  f"{config.n_factors} factors; a row per 25 sweeps")
     elif args.resume:
         learn.resume(args.checkpoint)
     elif args.lr_find:

@@ -23,9 +23,10 @@ from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rul
 from collabkit.training.bayes import BayesConfig, fit_bayes
 from collabkit.training.callbacks import Callback
 from collabkit.training.learner import Learner, num_threads
+from collabkit.training.sparse import fit_sparse
 
 MODELS = ("dot", "dot-bias", "nn")
-SOLVERS = ("sgd", "bayes")
+SOLVERS = ("sgd", "bayes", "sparse")
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,9 @@ class TrainConfig:
     ``solver="sgd"`` trains ``model`` with ``fit_one_cycle(epochs, lr, wd=wd)``
     at batch size ``bs``; ``solver="bayes"`` fits Bayesian PMF by Gibbs
     sampling (``sweeps``, ``burn_in``, ``thin``, with ``n_factors`` factors per
-    sample; see :mod:`collabkit.training.bayes`) and stores it as a
-    ``DotProductBias``.
+    sample; see :mod:`collabkit.training.bayes`); ``solver="sparse"`` runs
+    row-sparse SGD for ``epochs`` at ``lr`` with ``wd`` as the per-rating L2
+    penalty (see :mod:`collabkit.training.sparse`). Both store a ``DotProductBias``.
     """
 
     solver: str = "sgd"
@@ -58,8 +60,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.solver == "bayes" and self.model != "dot-bias":
-            raise ValueError(f"the bayes solver fits dot-bias models, not {self.model!r}")
+        if self.solver != "sgd" and self.model != "dot-bias":
+            raise ValueError(f"the {self.solver} solver fits dot-bias models, not {self.model!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         for name in ("n_factors", "epochs", "bs"):
@@ -120,8 +122,9 @@ def prepare(
     dls = CollabDataLoaders.from_frames(
         train_frame, valid_frame, *columns, bs=config.bs, seed=config.seed, duplicates=duplicates, device=device
     )
-    if config.solver == "bayes":
-        model = DotProductBias(len(dls.users), len(dls.items), config.bayes().model_factors, y_range=None)
+    if config.solver != "sgd":
+        width = config.bayes().model_factors if config.solver == "bayes" else config.n_factors
+        model = DotProductBias(len(dls.users), len(dls.items), width, y_range=None)
     else:
         y_range = config.y_range if config.y_range is not None else default_y_range(dls.train.y.cpu().numpy())
         model = build_model(config, len(dls.users), len(dls.items), y_range)
@@ -164,6 +167,9 @@ def fit(learn: Learner, config: TrainConfig, lr: float | None = None, checkpoint
     if config.solver == "bayes":
         with num_threads(config.threads):
             fit_bayes(learn, config.bayes(), seed=config.seed)
+    elif config.solver == "sparse":
+        with num_threads(config.threads):
+            fit_sparse(learn, epochs=config.epochs, lr=config.lr, reg=config.wd, seed=config.seed)
     else:
         learn.fit_one_cycle(config.epochs, config.lr if lr is None else lr, wd=config.wd, checkpoint=checkpoint)
 

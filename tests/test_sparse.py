@@ -1,0 +1,76 @@
+"""Row-sparse training and the synthetic generator."""
+
+import numpy as np
+import pytest
+import torch
+
+from collabkit import CollabDataLoaders, DotProductBias, Learner, rmse
+from collabkit.data import IndexBatches, Vocabulary
+from collabkit.datasets import synthetic
+from collabkit.training.recipe import TrainConfig, train
+from collabkit.training.sparse import fit_sparse
+
+
+def test_sparse_matches_dense_on_planted_data(planted):
+    frame = planted.sample(frac=1.0, random_state=1)
+    cut = int(0.8 * len(frame))
+    dense = train(TrainConfig(n_factors=8, epochs=8, bs=256, lr=1e-2, wd=1e-3, y_range=(-1, 7), seed=0),
+                  frame.iloc[:cut], frame.iloc[cut:])
+    sparse = train(TrainConfig(solver="sparse", n_factors=8, epochs=30, bs=1024, lr=0.05, wd=0.02, seed=0),
+                   frame.iloc[:cut], frame.iloc[cut:])
+    dense_rmse, sparse_rmse = dense.recorder.values[-1][2], sparse.recorder.values[-1][2]
+    assert sparse_rmse < 1.2 * 0.25  # the planted noise
+    assert abs(sparse_rmse - dense_rmse) < 0.03
+    preds, targs = sparse.get_preds()  # the stored model (μ folded into the biases) predicts what was reported
+    assert rmse(preds, targs) == pytest.approx(sparse_rmse, rel=1e-5)
+
+
+def test_a_sparse_step_touches_only_the_batch_rows():
+    torch.manual_seed(0)
+    model = DotProductBias(50, 40, 4, y_range=None)
+    before = [t.detach().clone() for t in model.parameters()]
+    from collabkit.training.sparse import RowAdagrad, sparse_step
+
+    optimizers = {"u": RowAdagrad(50, 0.1), "i": RowAdagrad(40, 0.1), "bu": RowAdagrad(50, 0.1), "bi": RowAdagrad(40, 0.1)}
+    sparse_step(model, optimizers, torch.tensor([3, 3, 7]), torch.tensor([1, 5, 5]), torch.tensor([4.0, 2.0, 5.0]),
+                3.0, 0.02, 0.02)
+    assert (optimizers["u"].state != 0.1).nonzero().flatten().tolist() == [3, 7]
+    changed_users = (model.u_weight.weight != before[0]).any(1).nonzero().flatten().tolist()
+    changed_items = (model.i_weight.weight != before[1]).any(1).nonzero().flatten().tolist()
+    assert changed_users == [3, 7] and changed_items == [1, 5]
+
+
+def test_generator_is_deterministic_with_the_requested_sizes_and_shape():
+    a = synthetic(200_000, n_users=2_000, n_items=500, rank=8, noise=0.3, seed=5)
+    b = synthetic(200_000, n_users=2_000, n_items=500, rank=8, noise=0.3, seed=5)
+    c = synthetic(200_000, n_users=2_000, n_items=500, rank=8, noise=0.3, seed=6)
+    for name in ("users", "items", "ratings"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a.ratings, c.ratings)
+    assert len(a.ratings) == 200_000 and a.users.dtype == np.int32 and a.ratings.dtype == np.float32
+    assert a.users.max() < 2_000 and a.items.max() < 500
+    residual = a.ratings - a.truth(a.users, a.items)
+    assert residual.std() == pytest.approx(0.3, rel=0.02)  # the noise is what was asked
+    counts = np.sort(np.bincount(a.items, minlength=500))[::-1]
+    # power law with exponent 1: the k-th most popular item gets about 1/(k+1) of the top one's share
+    assert counts[0] / counts[9] == pytest.approx(10, rel=0.3) and counts[0] > 20 * counts[-1]
+
+
+def test_two_million_ratings_train_and_approach_the_planted_truth():
+    data = synthetic(2_000_000, n_users=20_000, n_items=4_000, rank=8, noise=0.5, seed=0)
+    x = torch.from_numpy(np.stack([data.users, data.items], 1).astype(np.int64))
+    y = torch.from_numpy(data.ratings)
+    cut = 1_900_000
+    g = torch.Generator().manual_seed(0)
+    dls = CollabDataLoaders(
+        IndexBatches(x[:cut], y[:cut], bs=16384, shuffle=True, drop_last=True, generator=g),
+        IndexBatches(x[cut:], y[cut:], bs=65536),
+        {"user": Vocabulary(np.arange(20_000), "user"), "item": Vocabulary(np.arange(4_000), "item")},
+        "user", "item", "rating",
+    )
+    learn = Learner(dls, DotProductBias(20_000, 4_000, 8, y_range=None), metrics=rmse, progress=False)
+    fit_sparse(learn, epochs=3, lr=0.05, reg=0.02)
+    preds, _ = learn.get_preds()
+    truth = data.truth(data.users[cut:], data.items[cut:])
+    assert learn.recorder.values[-1][2] < 0.6  # observed ratings: noise 0.5 plus what is left to learn
+    assert rmse(preds, truth) < 0.35  # against the noiseless planted ratings
