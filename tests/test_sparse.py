@@ -35,6 +35,7 @@ def test_a_sparse_step_touches_only_the_batch_rows():
     sparse_step(model, optimizers, torch.tensor([3, 3, 7]), torch.tensor([1, 5, 5]), torch.tensor([4.0, 2.0, 5.0]),
                 3.0, 0.02, 0.02)
     assert (optimizers["u"].state != 0.1).nonzero().flatten().tolist() == [3, 7]
+    assert (optimizers["bi"].state != 0.1).nonzero().flatten().tolist() == [1, 5]
     changed_users = (model.u_weight.weight != before[0]).any(1).nonzero().flatten().tolist()
     changed_items = (model.i_weight.weight != before[1]).any(1).nonzero().flatten().tolist()
     assert changed_users == [3, 7] and changed_items == [1, 5]

@@ -52,9 +52,13 @@ class RowAdagrad:
         self.state = torch.full((n_rows,), initial)
         self.lr, self.eps = lr, eps
 
-    def step(self, table: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor) -> None:
-        """Apply per-rating gradients ``grads`` (``(batch, width)``) of rows ``rows`` to ``table``."""
-        unique, inverse = torch.unique(rows, return_inverse=True)
+    def step(self, table: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], grads: torch.Tensor) -> None:
+        """Apply per-rating gradients ``grads`` (``(batch, width)``) to ``table``.
+
+        ``rows`` is ``torch.unique(batch_rows, return_inverse=True)``, computed once
+        per batch and shared by the tables indexed by the same rows.
+        """
+        unique, inverse = rows
         g = torch.zeros(len(unique), grads.shape[1], dtype=grads.dtype).index_add_(0, inverse, grads)
         acc = self.state.index_select(0, unique) + g.pow(2).mean(1)
         self.state.index_copy_(0, unique, acc)
@@ -73,10 +77,12 @@ def sparse_step(
     b_u, b_i = bu.index_select(0, users), bi.index_select(0, items)
     err = ratings - (mu + b_u[:, 0] + b_i[:, 0] + (p * q).sum(1))
     e = err[:, None]
-    optimizers["u"].step(P, users, reg * p - e * q)  # gradients of (r - r̂)² / 2 + reg ‖·‖² / 2
-    optimizers["i"].step(Q, items, reg * q - e * p)
-    optimizers["bu"].step(bu, users, bias_reg * b_u - e)
-    optimizers["bi"].step(bi, items, bias_reg * b_i - e)
+    user_rows = torch.unique(users, return_inverse=True)
+    item_rows = torch.unique(items, return_inverse=True)
+    optimizers["u"].step(P, user_rows, reg * p - e * q)  # gradients of (r - r̂)² / 2 + reg ‖·‖² / 2
+    optimizers["i"].step(Q, item_rows, reg * q - e * p)
+    optimizers["bu"].step(bu, user_rows, bias_reg * b_u - e)
+    optimizers["bi"].step(bi, item_rows, bias_reg * b_i - e)
     return err
 
 
