@@ -18,8 +18,8 @@ install: $(STAMP)
 ## then ask the saved model for recommendations and similar movies.
 demo: $(STAMP)
 	$(BIN)/collabkit train --data ml-latest-small --out runs/demo
-	@echo; echo "== top 5 for user 1 (collabkit recommend --model runs/demo --user 1 -n 5)"
-	@$(BIN)/collabkit recommend --model runs/demo --user 1 -n 5
+	@echo; echo "== top 5 for user 1 among films with 20+ ratings (collabkit recommend --model runs/demo --user 1 -n 5 --min-ratings 20)"
+	@$(BIN)/collabkit recommend --model runs/demo --user 1 -n 5 --min-ratings 20
 	@echo; echo "== like Toy Story (collabkit similar --model runs/demo --item 'Toy Story (1995)' -n 5)"
 	@$(BIN)/collabkit similar --model runs/demo --item "Toy Story (1995)" -n 5
 

@@ -172,3 +172,13 @@ def test_a_loaded_model_answers_like_the_trained_one(rec, tmp_path):
     again = Recommender.load(tmp_path / "m")
     pd.testing.assert_frame_equal(again.recommend([1, 2, 3], n=5), rec.recommend([1, 2, 3], n=5))
     pd.testing.assert_frame_equal(again.similar_items(4), rec.similar_items(4))
+
+
+def test_min_ratings_keeps_obscure_items_out(rec, clusters):
+    frame, _, _ = clusters
+    counts = frame.groupby("item").size()
+    threshold = int(counts.median())
+    top = rec.recommend([0, 1, 2], n=10, min_ratings=threshold)
+    assert (counts.reindex(top["item"]).to_numpy() >= threshold).all()
+    with pytest.raises(DataError, match="no candidate item has 100000 or more"):
+        rec.recommend([0], min_ratings=100_000)

@@ -236,6 +236,8 @@ def _add_use_commands(commands) -> None:
     recommend.add_argument("--ratings", type=Path, help="a new user's ratings: CSV with item and rating columns")
     recommend.add_argument("-n", type=_positive_int, default=10, help="how many items per user")
     recommend.add_argument("--include-seen", action="store_true", help="keep items the user has already rated")
+    recommend.add_argument("--min-ratings", type=int, default=0,
+                           help="only recommend items with at least this many training ratings (default 0)")
 
     similar = command("similar", "list the items (or users) most similar to one, by cosine of their factors")
     similar.add_argument("--item", help="an item id or title")
@@ -528,7 +530,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.ratings is not None:
         out = rec.recommend_new_user(read_ratings_file(args.ratings), n=args.n, exclude_seen=not args.include_seen)
     else:
-        out = rec.recommend(args.user, n=args.n, exclude_seen=not args.include_seen)
+        out = rec.recommend(args.user, n=args.n, exclude_seen=not args.include_seen, min_ratings=args.min_ratings)
     _show(out, args.json)
     return 0
 

@@ -358,7 +358,12 @@ class Recommender:
         return self.history
 
     def recommend(
-        self, users: Sequence[Any], n: int = 10, exclude_seen: bool = True, items: Iterable[Any] | None = None
+        self,
+        users: Sequence[Any],
+        n: int = 10,
+        exclude_seen: bool = True,
+        items: Iterable[Any] | None = None,
+        min_ratings: int = 0,
     ) -> pd.DataFrame:
         """The top ``n`` items for each user, in one matrix product and one ``topk``.
 
@@ -369,6 +374,8 @@ class Recommender:
             exclude_seen: drop items the user has rated.
             items: restrict the candidates to these items (ids or titles);
                 default: every item the model trained on.
+            min_ratings: only items with at least this many training ratings
+                (a film rated once or twice can have an extreme predicted rating).
 
         Returns:
             A DataFrame ``user, rank, item, [title,] score`` (score: the predicted rating).
@@ -376,7 +383,13 @@ class Recommender:
         users = list(users)
         rows = self._rows(users, self.users, self.user_trained, "user")
         exclude = self._seen_required() if exclude_seen else None
-        scores, item_rows = self.top_n(rows, n, exclude, self._candidates(items))
+        candidates = self._candidates(items)
+        if min_ratings > 0:
+            counts = self._seen_required().item_counts
+            candidates = candidates[counts[candidates] >= min_ratings]
+            if len(candidates) == 0:
+                raise DataError(f"no candidate item has {min_ratings} or more training ratings")
+        scores, item_rows = self.top_n(rows, n, exclude, candidates)
         return self._frame(users, scores, item_rows)
 
     def top_n(
