@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench lesson clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 ## Install and run the test suite.
 test: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q
+
+## Regenerate every number and figure of docs/lesson.md (about 2 minutes; ml-100k if found, else the sample).
+lesson: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python examples/lesson.py --out docs/figures
 
 ## Benchmarks (write their results to docs/benchmarks.md by hand, with the command).
 bench: $(STAMP)

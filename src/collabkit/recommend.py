@@ -150,12 +150,16 @@ class Recommender:
     # --- construction and persistence -------------------------------------------------
     @classmethod
     def from_learner(cls, learn, titles: Mapping | None = None, info: dict[str, Any] | None = None) -> Recommender:
-        """Wrap a fitted :class:`~collabkit.training.Learner`; ``titles`` maps raw item id -> title."""
+        """Wrap a fitted :class:`~collabkit.training.Learner`; ``titles`` maps raw item id -> title
+        (items of a column named ``title`` are their own titles)."""
         if not learn.recorder.values:
             raise NotFittedError("the learner has not been trained: call fit or fit_one_cycle first")
         dls = learn.dls
         columns = {"user": dls.user_name, "item": dls.item_name, "rating": dls.rating_name}
-        row_titles = [titles.get(i) for i in dls.items] if titles is not None else None
+        if titles is not None:
+            row_titles = [titles.get(i) for i in dls.items]
+        else:  # items keyed by title (the lesson's item_name='title') are their own titles
+            row_titles = [str(i) for i in dls.items] if dls.item_name == "title" else None
         info = dict(info or {})
         if isinstance(learn.loss_func, MSELossFlat):
             info.setdefault("train_mse", float(learn.recorder.values[-1][0]))
