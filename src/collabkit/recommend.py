@@ -279,6 +279,14 @@ class Recommender:
                 trained on and saying when an id is only in the validation split.
         """
         users, items = list(users), list(items)
+        pred, fallback = self.predict_values(users, items, strict)
+        return pd.DataFrame({"user": users, "item": items, "prediction": pred, "fallback": fallback})
+
+    def predict_values(
+        self, users: Sequence[Any], items: Sequence[Any], strict: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` as two arrays, ``(predictions, fallback)``, without the DataFrame (for servers)."""
+        users, items = list(users), list(items)
         if len(users) != len(items):
             raise ValueError(f"users and items must have the same length, got {len(users)} and {len(items)}")
         if strict:
@@ -289,15 +297,16 @@ class Recommender:
         u_ok = (u != UNKNOWN) & self.user_trained[np.maximum(u, 0)]
         i_ok = (i != UNKNOWN) & self.item_trained[np.maximum(i, 0)]
         view = self.view
-        u_vec = torch.where(torch.from_numpy(u_ok)[:, None], view.users[np.maximum(u, 0)], self._average_user)
-        i_vec = torch.where(torch.from_numpy(i_ok)[:, None], view.items[np.maximum(i, 0)], self._average_item)
+        u_rows, i_rows = torch.from_numpy(np.maximum(u, 0)), torch.from_numpy(np.maximum(i, 0))
+        u_vec = torch.where(torch.from_numpy(u_ok)[:, None], view.users.index_select(0, u_rows), self._average_user)
+        i_vec = torch.where(torch.from_numpy(i_ok)[:, None], view.items.index_select(0, i_rows), self._average_item)
         with torch.no_grad():
             pred = view.pair(u_vec, i_vec).cpu().numpy().astype(np.float64)
         neither = ~u_ok & ~i_ok
         if neither.any() and self.history is not None:
             pred[neither] = self.history.global_mean
         fallback = np.select([neither, ~u_ok, ~i_ok], ["user+item", "user", "item"], "")
-        return pd.DataFrame({"user": users, "item": items, "prediction": pred, "fallback": fallback})
+        return pred, fallback
 
     @functools.cached_property
     def _trained_items(self) -> np.ndarray:

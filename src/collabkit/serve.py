@@ -571,10 +571,10 @@ def create_app(
         rec = holder.current.rec
         users = rec.users.parse([p.user for p in body.pairs])
         items = [p.item for p in body.pairs]
-        frame = rec.predict(users, items, strict=body.strict)
+        predictions, fallback = rec.predict_values(users, items, strict=body.strict)
         return {"predictions": [
             {"user": u, "item": i, "prediction": p, "fallback": f}
-            for u, i, p, f in zip(users, items, frame["prediction"].tolist(), frame["fallback"].tolist())
+            for u, i, p, f in zip(users, items, predictions.tolist(), fallback.tolist())
         ]}
 
     @app.post("/recommendations", response_model=NewUserRecommendations, responses=not_found)

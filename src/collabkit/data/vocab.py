@@ -18,6 +18,8 @@ from collabkit.errors import DataError, UnknownIdError
 
 UNKNOWN = -1
 """Index returned by :meth:`Vocabulary.index` for ids not in the vocabulary."""
+SMALL = 64
+"""Up to this many ids, :meth:`Vocabulary.index` looks them up one by one in a dict."""
 
 
 def _native(value: Any) -> Any:
@@ -94,6 +96,9 @@ class Vocabulary(Sequence):
     def index(self, values: Iterable[Any]) -> np.ndarray:
         """Rows of ``values`` as an int64 array; ids not in the vocabulary give ``UNKNOWN``."""
         values = values if isinstance(values, (pd.Index, pd.Series, np.ndarray)) else list(values)
+        if len(values) <= SMALL:  # a dict lookup beats building a pandas Index for a handful of ids
+            o2i = self.o2i
+            return np.fromiter((o2i.get(_native(v), UNKNOWN) for v in values), dtype=np.int64, count=len(values))
         return self._index.get_indexer(pd.Index(values)).astype(np.int64)
 
     def index_strict(self, values: Iterable[Any]) -> np.ndarray:
