@@ -48,8 +48,10 @@ class RowAdagrad:
     therefore take steps of the same scale as rare ones instead of blowing up.
     """
 
-    def __init__(self, n_rows: int, lr: float, eps: float = 1e-10, initial: float = 0.1) -> None:
-        self.state = torch.full((n_rows,), initial)
+    def __init__(
+        self, n_rows: int, lr: float, eps: float = 1e-10, initial: float = 0.1, device: torch.device | str = "cpu"
+    ) -> None:
+        self.state = torch.full((n_rows,), initial, device=device)
         self.lr, self.eps = lr, eps
 
     def step(self, table: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], grads: torch.Tensor) -> None:
@@ -59,7 +61,7 @@ class RowAdagrad:
         per batch and shared by the tables indexed by the same rows.
         """
         unique, inverse = rows
-        g = torch.zeros(len(unique), grads.shape[1], dtype=grads.dtype).index_add_(0, inverse, grads)
+        g = torch.zeros(len(unique), grads.shape[1], dtype=grads.dtype, device=grads.device).index_add_(0, inverse, grads)
         acc = self.state.index_select(0, unique) + g.pow(2).mean(1)
         self.state.index_copy_(0, unique, acc)
         table.index_add_(0, unique, g / (acc.sqrt() + self.eps)[:, None], alpha=-self.lr)
@@ -107,11 +109,13 @@ def fit_sparse(
         model.u_bias.weight.zero_()
         model.i_bias.weight.zero_()
     mu = float(train.y.double().mean())
+    device = model.u_weight.weight.device
+    n_users, n_items = model.u_weight.num_embeddings, model.i_weight.num_embeddings
     optimizers = {
-        "u": RowAdagrad(model.u_weight.num_embeddings, lr),
-        "i": RowAdagrad(model.i_weight.num_embeddings, lr),
-        "bu": RowAdagrad(model.u_weight.num_embeddings, lr),
-        "bi": RowAdagrad(model.i_weight.num_embeddings, lr),
+        "u": RowAdagrad(n_users, lr, device=device),
+        "i": RowAdagrad(n_items, lr, device=device),
+        "bu": RowAdagrad(n_users, lr, device=device),
+        "bi": RowAdagrad(n_items, lr, device=device),
     }
     done = 0
     rec = learn.recorder
