@@ -114,3 +114,12 @@ def test_broken_model_directories_name_the_file(model_dir, tmp_path, capsys, dam
 def test_serve_refuses_a_broken_model_in_one_line(tmp_path, capsys):
     status, _, err = run(capsys, "serve", "--model", str(tmp_path / "nothing"), "--port", "1")
     assert status == 1 and "no model directory at" in err and err.count("\n") == 1
+
+
+def test_predict_pairs_without_output_writes_csv_to_stdout(model_dir, tmp_path, capsys):
+    import io
+
+    pd.DataFrame({"user": [0, 1], "item": [1, 2]}).to_csv(tmp_path / "pairs.csv", index=False)
+    status, out, _ = run(capsys, "predict", "--model", str(model_dir), "--pairs", str(tmp_path / "pairs.csv"))
+    frame = pd.read_csv(io.StringIO(out), keep_default_na=False)
+    assert status == 0 and list(frame.columns) == ["user", "item", "prediction", "fallback"] and len(frame) == 2

@@ -228,7 +228,7 @@ def _add_use_commands(commands) -> None:
     predict.add_argument("--user", help="a user id")
     predict.add_argument("--item", help="an item id or title")
     predict.add_argument("--pairs", type=Path, help="a CSV of pairs (columns named as in training, or the first two)")
-    predict.add_argument("--output", type=Path, help="write the predictions to this CSV file")
+    predict.add_argument("--output", type=Path, help="write the predictions to this CSV file (default with --pairs: stdout)")
     predict.add_argument("--strict", action="store_true", help="fail on ids the model never trained on")
 
     recommend = command("recommend", "recommend the top items for users, or for a new user's ratings")
@@ -518,6 +518,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output is not None:
         out.to_csv(args.output, index=False)
         print(f"wrote {len(out)} predictions to {args.output}")
+    elif args.pairs is not None and not args.json:
+        out.to_csv(sys.stdout, index=False)  # a batch in, a CSV out
     else:
         _show(out, args.json)
     return 0
