@@ -114,3 +114,22 @@ def test_bayesian_pmf_recovers_planted_ratings(planted):
     valid_rmse = learn.recorder.values[-1][2]
     assert valid_rmse < 1.25 * 0.25  # the planted noise level
     assert learn.model.u_weight.embedding_dim == config.bayes().model_factors == 60
+
+
+@pytest.mark.parametrize("y_range", [(-1, 7), None], ids=["y_range", "no-y_range"])
+def test_hand_written_gradients_train_exactly_like_autograd(planted, y_range):
+    import copy
+
+    torch.manual_seed(0)
+    model = DotProductBias(300, 200, 8, y_range)
+    runs = {}
+    for fast in (True, False):
+        dls = CollabDataLoaders.from_df(planted, seed=3, bs=64)
+        learn = Learner(dls, copy.deepcopy(model), progress=False, fast=fast)
+        assert learn._hand_written_gradients(0.0) is fast
+        learn.fit_one_cycle(2, 1e-2, wd=0.05)
+        runs[fast] = learn
+    for a, b in zip(runs[True].model.parameters(), runs[False].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert runs[True].recorder.values[-1][1] == pytest.approx(runs[False].recorder.values[-1][1], rel=1e-4)
+    assert runs[True].recorder.losses == pytest.approx(runs[False].recorder.losses, rel=1e-4)

@@ -98,3 +98,44 @@ class DotProductBias(nn.Module):
         res = (self.u_weight(users) * self.i_weight(items)).sum(dim=1)
         res = res + self.u_bias(users).squeeze(1) + self.i_bias(items).squeeze(1)
         return res if self.y_range is None else sigmoid_range(res, *self.y_range)
+
+
+@torch.no_grad()
+def dot_bias_mse_grads(model: DotProductBias, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of ``model`` on a batch, with its gradients written into the ``.grad`` of the
+    four tables by hand: what autograd would compute, in a fraction of the calls.
+
+    With ``z = p_u·q_i + b_u + b_i`` and ``r̂ = low + (high - low)·σ(z)`` (or ``r̂ = z``)::
+
+        ∂L/∂z = 2 (r̂ - r) / n · (high - low) σ(z) (1 - σ(z))
+        ∂L/∂p_u = Σ ∂L/∂z · q_i      ∂L/∂q_i = Σ ∂L/∂z · p_u      ∂L/∂b = Σ ∂L/∂z
+
+    summed over the rows of each user and item in the batch. Every row of each
+    ``.grad`` is written (zeros where the batch has no rating), exactly as
+    autograd's dense embedding gradient. Returns the loss (a 0-d tensor).
+    """
+    users, items = x[:, 0], x[:, 1]
+    P, Q = model.u_weight.weight, model.i_weight.weight
+    p, q = P.index_select(0, users), Q.index_select(0, items)
+    z = (p * q).sum(1) + model.u_bias.weight.index_select(0, users)[:, 0] + model.i_bias.weight.index_select(0, items)[:, 0]
+    y = y.reshape(-1).float()
+    if model.y_range is None:
+        pred, slope = z, 1.0
+    else:
+        low, high = model.y_range
+        s = torch.sigmoid(z)
+        pred, slope = s * (high - low) + low, (high - low) * s * (1 - s)
+    err = pred - y
+    dz = (2.0 / len(y)) * err * slope
+    for table, rows, values in (
+        (P, users, dz[:, None] * q),
+        (Q, items, dz[:, None] * p),
+        (model.u_bias.weight, users, dz[:, None]),
+        (model.i_bias.weight, items, dz[:, None]),
+    ):
+        if table.grad is None:
+            table.grad = torch.zeros_like(table)
+        else:
+            table.grad.zero_()
+        table.grad.index_add_(0, rows, values)
+    return (err * err).mean()

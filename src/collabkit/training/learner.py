@@ -25,6 +25,7 @@ from collabkit import distributed
 from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
 from collabkit.errors import DataError, ModelFileError, TrainingDivergedError
+from collabkit.models.dot import DotProductBias, dot_bias_mse_grads
 from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from collabkit.training.callbacks import Callback, ProgressCallback
 from collabkit.training.losses import MSELossFlat
@@ -84,6 +85,8 @@ class Learner:
         progress: show a progress bar and the epoch table.
         n_threads: torch intra-op threads while training; ``None`` leaves
             torch's setting alone.
+        fast: compute a ``DotProductBias``'s MSE gradients by hand instead of
+            with autograd (same gradients, about half the time per step).
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class Learner:
         wd_bn_bias: bool = False,
         progress: bool = True,
         n_threads: int | None = None,
+        fast: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -119,6 +123,7 @@ class Learner:
         self.wd_bn_bias = wd_bn_bias
         self.progress = progress
         self.n_threads = n_threads
+        self.fast = fast
         self.recorder = Recorder()
         self.opt: torch.optim.Optimizer | None = None
 
@@ -216,6 +221,7 @@ class Learner:
             first_epoch = self._restore(resume, opt, schedule)
         net = self._training_module()
         penalty = wd if self.wd_mode == "l2-loss" else 0.0
+        fast = self._hand_written_gradients(penalty)
         main_rank = distributed.is_main()
         callbacks = [*self.cbs, *(cbs or []), *([ProgressCallback()] if self.progress else [])]
         callbacks = callbacks if main_rank else []
@@ -233,10 +239,13 @@ class Learner:
                     self.model.train()
                     batch_losses = torch.empty(n_batches, device=train.x.device)
                     for k, (xb, yb) in enumerate(train):
-                        loss = self.loss_func(net(xb), yb)
-                        objective = loss + l2_penalty(self._decay_params, penalty) if penalty else loss
-                        opt.zero_grad(set_to_none=True)
-                        objective.backward()
+                        if fast:
+                            loss = dot_bias_mse_grads(self.model, xb, yb)
+                        else:
+                            loss = self.loss_func(net(xb), yb)
+                            objective = loss + l2_penalty(self._decay_params, penalty) if penalty else loss
+                            opt.zero_grad(set_to_none=True)
+                            objective.backward()
                         group = opt.param_groups[0]
                         rec.lrs.append(group["lr"])
                         rec.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
@@ -269,6 +278,27 @@ class Learner:
             finally:
                 for cb in callbacks:
                     cb.after_fit(self)
+
+    def _hand_written_gradients(self, penalty: float) -> bool:
+        """Whether this run can use :func:`dot_bias_mse_grads` instead of autograd.
+
+        Only for the exact case it computes: a ``DotProductBias`` (or a subclass
+        that keeps its ``forward``) trained with ``MSELossFlat``, without the
+        ``l2-loss`` term, in one process, every table trainable. The result is
+        the same gradients, so the same training; ``fast=False`` turns it off.
+        """
+        model = self.model
+        return (
+            self.fast
+            and isinstance(model, DotProductBias)
+            and type(model).forward is DotProductBias.forward
+            and isinstance(self.loss_func, MSELossFlat)
+            and self.loss_func.reduction == "mean"
+            and not penalty
+            and distributed.world_size() == 1
+            and all(p.requires_grad for p in model.parameters())
+            and len(list(model.parameters())) == 4
+        )
 
     def _training_module(self) -> nn.Module:
         """The model, wrapped in ``DistributedDataParallel`` when this process is one of several."""
