@@ -9,6 +9,7 @@ For each preset (default: Bayesian PMF; lesson: the course's DotProductBias),
 prints RMSE and fit time. One torch thread.
 
     python bench/accuracy.py [--data-dir ../shared/data] [--presets default lesson]
+    python bench/accuracy.py --variants      # the variants tried on u1 (docs/benchmarks.md, "What was tried")
 """
 
 from __future__ import annotations
@@ -39,13 +40,46 @@ def fit_and_score(preset: str, train_frame, test_frame) -> tuple[float, float, o
     return rmse(preds, targs), seconds, learn
 
 
+VARIANTS = {
+    "lesson: DotProductBias, dense AdamW, fit_one_cycle(5, 5e-3, wd=0.1), bs 64": PRESETS["lesson"],
+    "lesson recipe, 10 epochs": PRESETS["lesson"].replace(epochs=10),
+    "row-sparse Adagrad, 50 factors, λ 0.02, lr 0.05, 20 epochs, bs 1024": PRESETS["lesson"].replace(
+        solver="sparse", n_factors=50, wd=0.02, lr=0.05, epochs=20, bs=1024),
+    "row-sparse Adagrad, 50 factors, λ 0.05, lr 0.05, 20 epochs, bs 1024": PRESETS["lesson"].replace(
+        solver="sparse", n_factors=50, wd=0.05, lr=0.05, epochs=20, bs=1024),
+    "Bayesian PMF, 5 factors": PRESETS["default"].replace(n_factors=5),
+    "Bayesian PMF, 10 factors (default: 200 sweeps, 50 burn-in, every 2nd kept)": PRESETS["default"],
+    "Bayesian PMF, 15 factors": PRESETS["default"].replace(n_factors=15),
+    "Bayesian PMF, every sample kept": PRESETS["default"].replace(thin=1),
+    "Bayesian PMF, every 5th sample kept": PRESETS["default"].replace(thin=5),
+    "Bayesian PMF, 100 sweeps, 25 burn-in": PRESETS["default"].replace(sweeps=100, burn_in=25),
+    "Bayesian PMF, 400 sweeps, 100 burn-in": PRESETS["default"].replace(sweeps=400, burn_in=100),
+}
+
+
+def variants(data_dir: str) -> None:
+    base, test = load_ml_100k_split("u1", data_dir)
+    print("| variant | u1 RMSE | fit s |")
+    print("|---|---:|---:|")
+    for name, config in VARIANTS.items():
+        started = time.perf_counter()
+        learn = train(config, base.ratings[COLUMNS], test.ratings[COLUMNS])
+        seconds = time.perf_counter() - started
+        preds, targs = learn.get_preds()
+        print(f"| {name} | {rmse(preds, targs):.4f} | {seconds:.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_dir = os.environ.get("COLLABKIT_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--data-dir", default=default_dir)
     parser.add_argument("--presets", nargs="+", default=["default", "lesson"])
+    parser.add_argument("--variants", action="store_true", help="run the variants on u1 instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.variants:
+        variants(args.data_dir)
+        return
     print("| preset | data / split | RMSE | fit s |")
     print("|---|---|---:|---:|")
     for preset in args.presets:
