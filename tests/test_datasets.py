@@ -27,7 +27,8 @@ def ml_100k_zip(n_users=5, n_items=6, extra_members=()) -> bytes:
         zf.writestr("ml-100k/u.data", "\n".join(lines) + "\n")
         zf.writestr("ml-100k/u.item", ("\n".join(items) + "\n").encode("latin-1"))
         zf.writestr("ml-100k/u.genre", "\n".join(genres) + "\n\n")
-        zf.writestr("ml-100k/README", LICENSE + "\n")
+        zf.writestr("ml-100k/README", f"SUMMARY & USAGE LICENSE\n=======================\n\n{LICENSE}\n\n"
+                    "CITATION\n========\n\nHarper and Konstan, 2015.\n")
         for name, data in extra_members:
             zf.writestr(name, data)
     return buf.getvalue()
@@ -96,7 +97,7 @@ def test_download_end_to_end_parses_and_shows_the_license(server, home, monkeypa
         data = datasets.load_dataset("ml-100k")
     assert (len(data.ratings), data.ratings["user"].nunique(), data.ratings["movie"].nunique()) == (30, 5, 6)
     assert data.titles[3] == "Film 3 (1993)" and data.genres[1] == "Action"
-    assert "research use only" in caplog.text and "README" in caplog.text
+    assert LICENSE in caplog.text and "README" in caplog.text and "Harper" not in caplog.text
     assert datasets.cached_folder("ml-100k") == home / "datasets" / "ml-100k" / "ml-100k"
     server.files.clear()  # a second load needs no server
     assert len(datasets.load_dataset("ml-100k").ratings) == 30
@@ -190,6 +191,12 @@ def test_the_reload_cache_follows_its_source(home, tmp_path):
     assert len(changed.ratings) == 31 and changed.ratings["user"].nunique() == 6
 
 
+def test_license_sections_of_the_real_readmes(ml100k_dir):
+    assert "may not redistribute the data without separate" in datasets.license_text(ml100k_dir).replace("\n", " ")
+    small = datasets.license_text(datasets.bundled_path())
+    assert "The user may redistribute the data set" in small and "Citation" not in small
+
+
 def test_real_data_parses_to_its_known_counts(ml100k_dir):
     small = datasets.load_dataset("ml-latest-small")
     r = small.ratings
@@ -211,6 +218,6 @@ def test_datasets_commands(server, home, monkeypatch, capsys):
     assert "6b51fb2759a8657d3bfcbfc42b592ada" in capsys.readouterr().out
     assert main(["datasets", "download", "ml-100k"]) == 0
     out = capsys.readouterr().out
-    assert "research use only" in out and str(home) in out
+    assert "research use only" in out and str(home) in out and LICENSE in out
     assert main(["datasets", "info", "nope"]) == 1
     assert "unknown dataset 'nope'" in capsys.readouterr().err

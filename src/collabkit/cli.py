@@ -596,6 +596,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         folder = datasets_mod.fetch(args.name)
         entry = datasets_mod.info(args.name)
         print(f"{args.name} is in {folder}\nlicense: {entry.license}")
+        text = datasets_mod.license_text(folder)
+        if text:
+            print(f"\n{text}")
         return 0
     folder = datasets_mod.add_local(args.name, args.path)
     print(f"{args.name} now reads from {folder}")

@@ -207,7 +207,9 @@ def fetch(name: str, url: str | None = None, progress: bool = True) -> Path:
     folder = cached_folder(name)
     if folder is None:
         raise DownloadError(f"{url} unpacked, but without {entry.folder}/{_MARKER[entry.format]}; {manual}")
-    log.warning("%s: %s. See %s for the full license.", name, entry.license, folder / _readme_name(folder))
+    readme = folder / _readme_name(folder)
+    text = license_text(folder) or entry.license
+    log.warning("%s is licensed as follows (from %s):\n%s", name, readme, text)
     return folder
 
 
@@ -216,6 +218,25 @@ def _readme_name(folder: Path) -> str:
         if (folder / candidate).is_file():
             return candidate
     return "README"
+
+
+def license_text(folder: Path, max_lines: int = 40) -> str | None:
+    """The license section of a dataset's README: from the heading that names the license to the next heading."""
+    readme = folder / _readme_name(folder)
+    if not readme.is_file():
+        return None
+    lines = readme.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def is_heading(k: int) -> bool:
+        return k + 1 < len(lines) and lines[k].strip() != "" and set(lines[k + 1].strip()) <= {"=", "-"} and len(
+            lines[k + 1].strip()) >= 3
+
+    start = next((k for k in range(len(lines)) if "license" in lines[k].lower() and is_heading(k)), None)
+    if start is None:
+        return None
+    end = next((k for k in range(start + 2, len(lines)) if is_heading(k)), len(lines))
+    body = [line for line in lines[start + 2 : end]][:max_lines]
+    return "\n".join(body).strip() or None
 
 
 def add_local(name: str, path: str | Path) -> Path:
