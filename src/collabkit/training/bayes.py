@@ -27,7 +27,6 @@ exactly like any other.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import warnings
@@ -38,9 +37,7 @@ import torch
 from torch.distributions import Gamma, MultivariateNormal, Wishart
 
 from collabkit.models import DotProductBias
-from collabkit.training.callbacks import ProgressCallback
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -161,9 +158,7 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     train_sum = torch.zeros(n, dtype=torch.float64)
     v_users, v_items = valid.x[:, 0].cpu(), valid.x[:, 1].cpu()
     valid_sum = torch.zeros(len(v_users), dtype=torch.float64)
-    rec = learn.recorder
-    rec.metric_names = ["train_loss", "valid_loss", *(getattr(m, "__name__", "metric") for m in learn.metrics)]
-    callbacks = [*learn.cbs, *([ProgressCallback()] if learn.progress else [])]
+    callbacks = learn.fit_callbacks()
     for cb in callbacks:
         cb.before_fit(learn, math.ceil((config.sweeps - config.burn_in) / config.report_every))
     started = time.perf_counter()
@@ -194,13 +189,11 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
                 row += [float(((valid_pred - targets) ** 2).mean()), *(float(m(valid_pred, targets)) for m in learn.metrics)]
             else:
                 row += [float("nan")] * (1 + len(learn.metrics))
-            rec.values.append(row)
-            rec.iters.append(sweep + 1)
-            rec.times.append(time.perf_counter() - started)
+            report = len(learn.recorder.values)
+            learn.record_epoch(report, row, sweep + 1, time.perf_counter() - started)
             started = time.perf_counter()
-            log.info("sweep %d: %s", sweep + 1, dict(zip(rec.metric_names, row)))
             for cb in callbacks:
-                cb.after_epoch(learn, len(rec.values) - 1)
+                cb.after_epoch(learn, report)
     for cb in callbacks:
         cb.after_fit(learn)
     scale = 1.0 / math.sqrt(len(kept_u))

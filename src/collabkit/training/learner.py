@@ -223,10 +223,8 @@ class Learner:
         penalty = wd if self.wd_mode == "l2-loss" else 0.0
         fast = self._hand_written_gradients(penalty)
         main_rank = distributed.is_main()
-        callbacks = [*self.cbs, *(cbs or []), *([ProgressCallback()] if self.progress else [])]
-        callbacks = callbacks if main_rank else []
+        callbacks = self.fit_callbacks(cbs)
         rec = self.recorder
-        rec.metric_names = ["train_loss", "valid_loss", *map(_metric_name, self.metrics)]
 
         with num_threads(self.n_threads):
             for cb in callbacks:
@@ -265,19 +263,36 @@ class Learner:
                             f"training diverged in epoch {epoch}: the training loss is {train_loss}. "
                             f"Try a lower learning rate (this run used {spec.lr:g}), more weight decay, or a y_range"
                         )
-                    valid = self.validate() if self.dls.valid.n else [float("nan")] * (1 + len(self.metrics))
-                    rec.values.append([train_loss, *valid])
-                    rec.iters.append(len(rec.losses))
-                    rec.times.append(time.perf_counter() - start)
-                    if main_rank:
-                        log.info("epoch %d: %s", epoch, dict(zip(rec.metric_names, rec.values[-1])))
-                        if checkpoint is not None:
-                            save_checkpoint(checkpoint, self._state(epoch + 1, n_epoch, spec, wd, opt, schedule))
+                    row = [train_loss, *self.validate_or_nan()]
+                    self.record_epoch(epoch, row, len(rec.losses), time.perf_counter() - start)
+                    if main_rank and checkpoint is not None:
+                        save_checkpoint(checkpoint, self._state(epoch + 1, n_epoch, spec, wd, opt, schedule))
                     for cb in callbacks:
                         cb.after_epoch(self, epoch)
             finally:
                 for cb in callbacks:
                     cb.after_fit(self)
+
+    # --- what every solver shares: callbacks and the epoch record ----------------
+    def fit_callbacks(self, cbs=None) -> list[Callback]:
+        """The callbacks of a fit (none on ranks other than 0), with the recorder's columns set."""
+        self.recorder.metric_names = ["train_loss", "valid_loss", *map(_metric_name, self.metrics)]
+        if not distributed.is_main():
+            return []
+        return [*self.cbs, *(cbs or []), *([ProgressCallback()] if self.progress else [])]
+
+    def record_epoch(self, epoch: int, row: list[float], iters: int, seconds: float) -> None:
+        """Append one epoch's ``[train_loss, valid_loss, *metrics]`` to the recorder (and log it on rank 0)."""
+        rec = self.recorder
+        rec.values.append(row)
+        rec.iters.append(iters)
+        rec.times.append(seconds)
+        if distributed.is_main():
+            log.info("epoch %d: %s", epoch, dict(zip(rec.metric_names, row)))
+
+    def validate_or_nan(self) -> list[float]:
+        """:meth:`validate`, or NaNs when there is no validation split."""
+        return self.validate() if self.dls.valid.n else [float("nan")] * (1 + len(self.metrics))
 
     def _hand_written_gradients(self, penalty: float) -> bool:
         """Whether this run can use :func:`dot_bias_mse_grads` instead of autograd.
@@ -435,7 +450,7 @@ class Learner:
         schedule = exponential_range(opt, start_lr, end_lr, num_it)
         lrs: list[float] = []
         raw: list[float] = []
-        best = math.inf
+        best, average, beta = math.inf, 0.0, 0.98
         self.model.train()
         try:
             with num_threads(self.n_threads):
@@ -448,7 +463,8 @@ class Learner:
                         opt.step()
                         schedule.step()
                         raw.append(loss.item())
-                        smoothed = smooth(raw)[-1]
+                        average = beta * average + (1 - beta) * raw[-1]  # smooth(raw)[-1], kept running
+                        smoothed = average / (1 - beta ** len(raw))
                         if stop_div and (not math.isfinite(smoothed) or smoothed > 4 * best):
                             break
                         best = min(best, smoothed)

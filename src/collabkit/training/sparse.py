@@ -25,7 +25,6 @@ user biases at the end, so the result is an ordinary ``DotProductBias``
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
@@ -33,9 +32,7 @@ import torch
 
 from collabkit.errors import TrainingDivergedError
 from collabkit.models import DotProductBias
-from collabkit.training.callbacks import ProgressCallback
 
-log = logging.getLogger(__name__)
 
 
 class RowAdagrad:
@@ -119,36 +116,32 @@ def fit_sparse(
     }
     done = 0
     rec = learn.recorder
-    rec.metric_names = ["train_loss", "valid_loss", *(getattr(m, "__name__", "metric") for m in learn.metrics)]
-    callbacks = [*learn.cbs, *([ProgressCallback()] if learn.progress else [])]
+    callbacks = learn.fit_callbacks()
     for cb in callbacks:
         cb.before_fit(learn, epochs)
     for epoch in range(epochs):
         for cb in callbacks:
             cb.before_epoch(learn, epoch)
         started = time.perf_counter()
-        sse, count = 0.0, 0
+        sse, count = torch.zeros((), dtype=torch.float64, device=device), 0
         for k, (xb, yb) in enumerate(train):
             err = sparse_step(model, optimizers, xb[:, 0], xb[:, 1], yb, mu, reg, bias_reg)
-            sse += float((err * err).sum())
+            sse += (err * err).sum()  # stays on the device: no sync per step
             count += len(err)
             done += 1
             rec.lrs.append(lr)
             rec.moms.append(0.0)
             for cb in callbacks:
                 cb.after_batch(learn, k)
-        train_mse = sse / max(count, 1)
+        train_mse = float(sse) / max(count, 1)
         if not math.isfinite(train_mse):
             raise TrainingDivergedError(f"sparse SGD diverged in epoch {epoch}; lower lr (this run used {lr:g})")
         rec.losses.append(train_mse)
         with torch.no_grad():
             model.u_bias.weight += mu  # predict with μ folded in, then take it out again
-            valid = learn.validate() if learn.dls.valid.n else [float("nan")] * (1 + len(learn.metrics))
+            valid = learn.validate_or_nan()
             model.u_bias.weight -= mu
-        rec.values.append([train_mse, *valid])
-        rec.iters.append(done)
-        rec.times.append(time.perf_counter() - started)
-        log.info("epoch %d: %s", epoch, dict(zip(rec.metric_names, rec.values[-1])))
+        learn.record_epoch(epoch, [train_mse, *valid], done, time.perf_counter() - started)
         for cb in callbacks:
             cb.after_epoch(learn, epoch)
     for cb in callbacks:
