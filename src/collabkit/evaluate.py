@@ -54,30 +54,30 @@ def evaluate(
         raise ValueError(f"k must be a positive integer, got {k}")
     train_frame = validate_ratings(train_frame, duplicates="keep")
     test_frame = validate_ratings(test_frame, duplicates="keep", min_ids=1)
-    users, items, ratings = (test_frame.iloc[:, c].tolist() for c in range(3))
-    predicted = rec.predict(users, items)
+    users, items = test_frame.iloc[:, 0].tolist(), test_frame.iloc[:, 1].tolist()
+    preds, fallback = rec.predict_values(users, items)
     truth = test_frame.iloc[:, 2].to_numpy(dtype=np.float64)
-    preds = predicted["prediction"].to_numpy()
-    u_rows = rec.users.index(rec.users.parse(users))
-    i_rows = rec.items.index(rec.items.parse(items))
-    u_known = (u_rows >= 0) & rec.user_trained[np.maximum(u_rows, 0)]
-    i_known = (i_rows >= 0) & rec.item_trained[np.maximum(i_rows, 0)]
+    # the fallback column already says which side the model never trained on
+    u_known = ~np.isin(fallback, ("user", "user+item"))
+    i_known = ~np.isin(fallback, ("item", "user+item"))
     values: dict[str, float] = {
         "rmse": rmse(preds, truth),
         "mae": mae(preds, truth),
         "test_ratings": float(len(truth)),
         "cold_users": float(len(set(np.asarray(users, dtype=object)[~u_known]))),
         "cold_items": float(len(set(np.asarray(items, dtype=object)[~i_known]))),
-        "fallback_rows": float((predicted["fallback"] != "").sum()),
+        "fallback_rows": float((fallback != "").sum()),
     }
 
-    relevant = (truth >= threshold) & u_known & i_known
-    if relevant.any():
-        scored_users, user_index = np.unique(u_rows[relevant], return_inverse=True)
+    relevant = np.flatnonzero((truth >= threshold) & u_known & i_known)
+    if len(relevant):
+        u_rows = rec.users.index(rec.users.parse(test_frame.iloc[relevant, 0].tolist()))
+        i_rows = rec.items.index(rec.items.parse(test_frame.iloc[relevant, 1].tolist()))
+        scored_users, user_index = np.unique(u_rows, return_inverse=True)
         exclusion = _training_history(rec, train_frame)
         scores, top = rec.top_n(scored_users, n=k, exclude=exclusion)
         top = np.where(np.isfinite(scores), top, -1)
-        ranking = ranking_metrics(top, user_index, i_rows[relevant], k)
+        ranking = ranking_metrics(top, user_index, i_rows, k)
         values.update({f"{name}@{k}": value for name, value in ranking.items() if name != "users"})
         values["ranked_users"] = ranking["users"]
         values[f"coverage@{k}"] = coverage(top, int(rec.item_trained.sum()))
