@@ -35,7 +35,7 @@ from collabkit.data import CollabDataLoaders, random_split, read_ratings_file, v
 from collabkit.data.splits import temporal_split, user_holdout
 from collabkit.data.ratings import DUPLICATE_POLICIES
 from collabkit import datasets as datasets_mod
-from collabkit.datasets import DATASETS, ML_100K_SPLITS, Dataset, load_dataset, load_ml_100k_split
+from collabkit.datasets import ML_100K_SPLITS, REGISTRY, Dataset, load_dataset, load_ml_100k_split
 from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.errors import CollabkitError
 from collabkit.interpret import item_bias_table, item_pca, save_plots
@@ -158,7 +158,7 @@ def _add_data_options(sub: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--data",
         default="ml-latest-small",
-        help=f"a dataset name ({', '.join(DATASETS)}) or a CSV/Parquet file of ratings (default ml-latest-small)",
+        help=f"a dataset name ({', '.join(REGISTRY)}) or a CSV/Parquet file of ratings (default ml-latest-small)",
     )
     data.add_argument("--data-dir", help="folder holding the dataset (or its parent); default $COLLABKIT_DATA_DIR")
     data.add_argument("--user-col", help="user id column of a ratings file (default: the first column)")
@@ -252,10 +252,10 @@ def _add_use_commands(commands) -> None:
 def _load_table(args: argparse.Namespace) -> Dataset:
     """A named dataset, or a ratings file with the columns the flags name."""
     path = Path(args.data)
-    if args.data in DATASETS and not path.is_file():
+    if args.data in REGISTRY and not path.is_file():
         return load_dataset(args.data, args.data_dir)
     if not path.exists():
-        raise CliError(f"--data {args.data!r} is neither a dataset name ({', '.join(DATASETS)}) nor an existing file")
+        raise CliError(f"--data {args.data!r} is neither a dataset name ({', '.join(REGISTRY)}) nor an existing file")
     frame = read_ratings_file(path)
     columns = list(frame.columns)
     user = args.user_col or (columns[0] if columns else "")

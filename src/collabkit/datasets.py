@@ -95,7 +95,6 @@ REGISTRY: dict[str, DatasetInfo] = {
                     _RESEARCH_ONLY + _SAME_TERMS, True),
     ]
 }
-DATASETS = REGISTRY  # the names known to the CLI
 ML_100K_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 _ML_100K_COLUMNS = ["user", "movie", "rating", "timestamp"]
 
