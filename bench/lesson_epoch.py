@@ -5,7 +5,9 @@ random 80/20 split (seed 42), ``fit_one_cycle(5, 5e-3, wd=0.1)``, dense AdamW
 (fastai's semantics). Reports seconds per epoch (median over all epochs of all
 runs) and the final validation MSE, for each torch thread count asked for.
 
-    python bench/lesson_epoch.py [--data-dir ../shared/data] [--runs 3] [--threads 1 2]
+    python bench/lesson_epoch.py [--data-dir ../shared/data] [--runs 3] [--threads 1 2] [--autograd]
+
+``--autograd`` turns off the hand-written gradients (``Learner(fast=False)``).
 
 Prints a Markdown table for docs/benchmarks.md.
 """
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--bs", type=int, default=64)
+    parser.add_argument("--autograd", action="store_true", help="train through autograd (Learner(fast=False))")
     args = parser.parse_args()
 
     data = load_ml_100k(args.data_dir).with_titles()
@@ -47,7 +50,7 @@ def main() -> None:
                 data, item_name="title", user_name="user", rating_name="rating", seed=42, bs=args.bs, duplicates="keep"
             )
             model = DotProductBias(len(dls.users), len(dls.items), 50, (0, 5.5))
-            learn = Learner(dls, model, progress=False)
+            learn = Learner(dls, model, progress=False, fast=not args.autograd)
             start = time.perf_counter()
             learn.fit_one_cycle(5, 5e-3, wd=0.1)
             fit_times.append(time.perf_counter() - start)
