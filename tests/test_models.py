@@ -116,20 +116,43 @@ def test_bayesian_pmf_recovers_planted_ratings(planted):
     assert learn.model.u_weight.embedding_dim == config.bayes().model_factors == 60
 
 
-@pytest.mark.parametrize("y_range", [(-1, 7), None], ids=["y_range", "no-y_range"])
-def test_hand_written_gradients_train_exactly_like_autograd(planted, y_range):
+def _sgd(groups, lr, wd, decouple_wd):
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)
+
+
+@pytest.mark.parametrize(
+    "y_range, wd_mode, opt_func, fused",
+    [
+        ((-1, 7), "decoupled", None, True),  # the lesson: AdamW, run by the compiled loop
+        (None, "decoupled", None, True),
+        ((-1, 7), "l2", None, True),  # Adam with wd·p in the gradient, also compiled
+        ((-1, 7), "decoupled", _sgd, False),  # no compiled loop for SGD: torch ops with hand-written gradients
+    ],
+    ids=["adamw", "adamw-no-y_range", "adam-l2", "sgd-hand-written"],
+)
+def test_fast_paths_train_exactly_like_autograd(planted, y_range, wd_mode, opt_func, fused):
     import copy
+
+    from collabkit.training.fused import FusedDotBiasAdam
 
     torch.manual_seed(0)
     model = DotProductBias(300, 200, 8, y_range)
     runs = {}
     for fast in (True, False):
         dls = CollabDataLoaders.from_df(planted, seed=3, bs=64)
-        learn = Learner(dls, copy.deepcopy(model), progress=False, fast=fast)
+        extra = {"opt_func": opt_func} if opt_func else {}
+        learn = Learner(dls, copy.deepcopy(model), progress=False, fast=fast, wd_mode=wd_mode, **extra)
         assert learn._hand_written_gradients(0.0) is fast
+        assert (FusedDotBiasAdam.build(learn.model, learn.create_opt()) is not None) is fused
         learn.fit_one_cycle(2, 1e-2, wd=0.05)
         runs[fast] = learn
     for a, b in zip(runs[True].model.parameters(), runs[False].model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+        for p_fast, p_slow in zip(runs[True].model.parameters(), runs[False].model.parameters()):
+            if key in runs[False].opt.state[p_slow]:
+                torch.testing.assert_close(runs[True].opt.state[p_fast][key], runs[False].opt.state[p_slow][key],
+                                           rtol=1e-3, atol=1e-7)
     assert runs[True].recorder.values[-1][1] == pytest.approx(runs[False].recorder.values[-1][1], rel=1e-4)
     assert runs[True].recorder.losses == pytest.approx(runs[False].recorder.losses, rel=1e-4)
+    assert runs[True].recorder.lrs == runs[False].recorder.lrs and runs[True].recorder.moms == runs[False].recorder.moms

@@ -25,7 +25,7 @@ class IndexBatches:
     """Mini-batches of ``(x, y)`` from index tensors.
 
     Args:
-        x: ``(n, 2)`` int64 tensor of (user row, item row).
+        x: ``(n, 2)`` integer tensor of (user row, item row); int32 where the rows fit, half int64's memory.
         y: ``(n,)`` float32 tensor of ratings.
         bs: batch size.
         shuffle: draw a new permutation each epoch (training) or keep order.
@@ -90,20 +90,28 @@ class IndexBatches:
         full, rest = divmod(n, self.bs)
         return full if (self.drop_last or rest == 0) else full + 1
 
+    def epoch_order(self) -> torch.Tensor | None:
+        """This epoch's permutation of the rows (drawn from ``generator``), or ``None`` when unshuffled."""
+        if not self.shuffle:
+            return None
+        return torch.randperm(self.n, generator=self.generator).to(self.x.device)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = self.x, self.y
-        if self.shuffle:
-            perm = torch.randperm(self.n, generator=self.generator).to(x.device)
-            x, y = x[perm], y[perm]
-        elif self.sharded:
+        perm = self.epoch_order()
+        if perm is None and self.sharded:
             start, stop = self._own_rows()
             x, y = x[start:stop], y[start:stop]
-        stop = len(self) * self.bs
-        local = self.bs // self.world if self.shuffle else self.bs
-        offset = self.rank * local if self.shuffle else 0
-        for start in range(0, min(stop, len(x)), self.bs):
+        stop = min(len(self) * self.bs, len(x))
+        local = self.bs // self.world if perm is not None else self.bs
+        offset = self.rank * local if perm is not None else 0
+        for start in range(0, stop, self.bs):
             lo = start + offset
-            yield x[lo : lo + local], y[lo : lo + local]
+            if perm is None:
+                yield x[lo : lo + local], y[lo : lo + local]
+            else:  # gather batch by batch: no shuffled copy of the whole table
+                rows = perm[lo : lo + local]
+                yield x.index_select(0, rows), y.index_select(0, rows)
 
     def one_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first batch of a fresh epoch."""
@@ -248,7 +256,7 @@ class CollabDataLoaders:
     def _encode(frame: pd.DataFrame, users: Vocabulary, items: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
         u = users.index_strict(frame.iloc[:, 0])
         i = items.index_strict(frame.iloc[:, 1])
-        x = torch.from_numpy(np.stack([u, i], axis=1))
+        x = torch.from_numpy(np.stack([u, i], axis=1).astype(np.int32))  # rows fit: vocabularies are < 2**31
         y = torch.from_numpy(frame.iloc[:, 2].to_numpy(dtype=np.float32, copy=True))
         return x, y
 

@@ -18,6 +18,16 @@ How its regularisation differs from dense AdamW's weight decay:
 * **Step size**: row-wise Adagrad (one accumulator per row), not Adam's
   per-parameter moments; a row's step shrinks as its squared gradients add up.
 
+Two engines minimise it. On the CPU, a compiled loop
+(:func:`~collabkit.training.kernels.mf_adagrad_epoch`) takes one rating at a
+time, threads sharing the tables without locks (Hogwild); the ratings are
+shuffled once, then visited in blocks of ``BLOCK`` in a new random block order
+every epoch, so memory is read in runs while the order still changes. On other
+devices (CUDA), each batch of ``bs`` ratings is one step of :class:`RowAdagrad`
+in torch ops, so everything stays on the device. Both reach the same fit
+(``tests/test_sparse.py``); with more than one thread the CPU engine is not
+bit-for-bit repeatable, because the threads' updates interleave.
+
 μ is the mean training rating, kept apart during training and folded into the
 user biases at the end, so the result is an ordinary ``DotProductBias``
 (``y_range=None``) that saves, predicts and recommends like any other.
@@ -28,11 +38,14 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 
 from collabkit.errors import TrainingDivergedError
 from collabkit.models import DotProductBias
 
+_INITIAL_ACC = 0.1
+"""Each row's Adagrad accumulator starts here, so the first steps are at most ``lr / √0.1``."""
 
 
 class RowAdagrad:
@@ -58,6 +71,7 @@ class RowAdagrad:
         per batch and shared by the tables indexed by the same rows.
         """
         unique, inverse = rows
+        unique = unique.long()
         g = torch.zeros(len(unique), grads.shape[1], dtype=grads.dtype, device=grads.device).index_add_(0, inverse, grads)
         acc = self.state.index_select(0, unique) + g.pow(2).mean(1)
         self.state.index_copy_(0, unique, acc)
@@ -85,20 +99,101 @@ def sparse_step(
     return err
 
 
+BLOCK = 4096
+"""Ratings per block of the CPU engine: long enough to read memory in runs, short enough to mix well."""
+CALL = 1 << 20
+"""Ratings per compiled call of the CPU engine, between which the callbacks hear of progress."""
+
+
+class _CompiledEngine:
+    """The CPU engine: the ratings shuffled once into compact arrays, then one compiled call per epoch."""
+
+    def __init__(self, model: DotProductBias, train, lr: float, reg: float, bias_reg: float, seed: int) -> None:
+        from collabkit.training import kernels
+
+        self.kernels = kernels
+        order = torch.randperm(train.n, generator=torch.Generator().manual_seed(seed), dtype=torch.int32).numpy()
+        self.x, self.y = kernels.gather_rows(train.x.numpy(), train.y.numpy(), order)
+        del order
+        self.rng = np.random.default_rng(seed)
+        self.tables = [
+            model.u_weight.weight.detach().numpy(),
+            model.i_weight.weight.detach().numpy(),
+            model.u_bias.weight.detach().numpy().reshape(-1),
+            model.i_bias.weight.detach().numpy().reshape(-1),
+        ]
+        self.acc = [np.full(len(t), _INITIAL_ACC, dtype=np.float32) for t in self.tables]
+        self.hyper = (np.float32(lr), np.float32(reg), np.float32(bias_reg))
+
+    def epoch(self, mu: float, bs: int, after_batch) -> tuple[float, int]:
+        """One pass over the ratings; ``(sum of squared errors, ratings seen)``.
+
+        The pass is cut into calls of about ``CALL`` ratings; after each,
+        ``after_batch(k)`` hears of the loader-sized batches (``bs`` ratings)
+        it covered, so a progress bar moves.
+        """
+        n = len(self.y)
+        blocks = self.rng.permutation(-(-n // BLOCK))
+        threads = self.kernels.set_threads(torch.get_num_threads())
+        per_call = max(1, CALL // BLOCK)
+        sse, reported = 0.0, 0
+        for first in range(0, len(blocks), per_call):
+            sse += self.kernels.mf_adagrad_epoch(
+                self.x, self.y, blocks[first : first + per_call], BLOCK, threads, *self.tables, *self.acc,
+                np.float32(mu), *self.hyper,
+            )
+            done = min(n, (first + per_call) * BLOCK) // bs
+            for k in range(reported, done):
+                after_batch(k)
+            reported = done
+        return sse, n
+
+
+class _TorchEngine:
+    """The device engine: each batch of the loader is one :func:`sparse_step`."""
+
+    def __init__(self, model: DotProductBias, train, lr: float, reg: float, bias_reg: float, device) -> None:
+        self.model, self.train, self.reg, self.bias_reg = model, train, reg, bias_reg
+        n_users, n_items = model.u_weight.num_embeddings, model.i_weight.num_embeddings
+        self.optimizers = {
+            "u": RowAdagrad(n_users, lr, initial=_INITIAL_ACC, device=device),
+            "i": RowAdagrad(n_items, lr, initial=_INITIAL_ACC, device=device),
+            "bu": RowAdagrad(n_users, lr, initial=_INITIAL_ACC, device=device),
+            "bi": RowAdagrad(n_items, lr, initial=_INITIAL_ACC, device=device),
+        }
+
+    def epoch(self, mu: float, bs: int, after_batch) -> tuple[float, int]:
+        sse = torch.zeros((), dtype=torch.float64, device=self.train.x.device)
+        count = 0
+        for k, (xb, yb) in enumerate(self.train):
+            err = sparse_step(self.model, self.optimizers, xb[:, 0], xb[:, 1], yb, mu, self.reg, self.bias_reg)
+            sse += (err * err).sum()  # stays on the device: no sync per step
+            count += len(err)
+            after_batch(k)
+        return float(sse), count
+
+
 def fit_sparse(
     learn, epochs: int = 20, lr: float = 0.05, reg: float = 0.02, bias_reg: float | None = None,
-    init_std: float = 0.1, seed: int = 0,
+    init_std: float = 0.1, seed: int = 0, compiled: bool | None = None,
 ) -> None:
     """Train ``learn.model`` (a ``DotProductBias`` with ``y_range=None``) with row-wise Adagrad on ``learn.dls``.
 
-    After every epoch the recorder gets ``[train_mse, valid_mse, *metrics]``
-    and the learner's callbacks see the epoch.
+    ``compiled`` picks the engine (see the module's docstring): ``None`` takes
+    the compiled one on the CPU and torch's elsewhere. The CPU engine uses
+    ``torch.get_num_threads()`` threads. After every epoch the recorder gets
+    ``[train_mse, valid_mse, *metrics]`` and the learner's callbacks see the epoch.
     """
     model = learn.model
     if not isinstance(model, DotProductBias) or model.y_range is not None:
         raise TypeError("fit_sparse needs a DotProductBias model with y_range=None")
     bias_reg = reg if bias_reg is None else bias_reg
     train = learn.dls.train
+    device = model.u_weight.weight.device
+    if compiled is None:
+        compiled = device.type == "cpu"
+    if compiled and device.type != "cpu":
+        raise ValueError(f"the compiled engine runs on the CPU; the model is on {device}")
     torch.manual_seed(seed)
     with torch.no_grad():
         for table in (model.u_weight.weight, model.i_weight.weight):
@@ -106,15 +201,10 @@ def fit_sparse(
         model.u_bias.weight.zero_()
         model.i_bias.weight.zero_()
     mu = float(train.y.double().mean())
-    device = model.u_weight.weight.device
-    n_users, n_items = model.u_weight.num_embeddings, model.i_weight.num_embeddings
-    optimizers = {
-        "u": RowAdagrad(n_users, lr, device=device),
-        "i": RowAdagrad(n_items, lr, device=device),
-        "bu": RowAdagrad(n_users, lr, device=device),
-        "bi": RowAdagrad(n_items, lr, device=device),
-    }
-    done = 0
+    if compiled:
+        engine = _CompiledEngine(model, train, lr, reg, bias_reg, seed)
+    else:
+        engine = _TorchEngine(model, train, lr, reg, bias_reg, device)
     rec = learn.recorder
     callbacks = learn.fit_callbacks()
     for cb in callbacks:
@@ -123,25 +213,18 @@ def fit_sparse(
         for cb in callbacks:
             cb.before_epoch(learn, epoch)
         started = time.perf_counter()
-        sse, count = torch.zeros((), dtype=torch.float64, device=device), 0
-        for k, (xb, yb) in enumerate(train):
-            err = sparse_step(model, optimizers, xb[:, 0], xb[:, 1], yb, mu, reg, bias_reg)
-            sse += (err * err).sum()  # stays on the device: no sync per step
-            count += len(err)
-            done += 1
-            rec.lrs.append(lr)
-            rec.moms.append(0.0)
-            for cb in callbacks:
-                cb.after_batch(learn, k)
-        train_mse = float(sse) / max(count, 1)
+        sse, count = engine.epoch(mu, train.bs, lambda k: [cb.after_batch(learn, k) for cb in callbacks])
+        train_mse = sse / max(count, 1)
         if not math.isfinite(train_mse):
             raise TrainingDivergedError(f"sparse SGD diverged in epoch {epoch}; lower lr (this run used {lr:g})")
         rec.losses.append(train_mse)
+        rec.lrs.append(lr)
+        rec.moms.append(0.0)
         with torch.no_grad():
             model.u_bias.weight += mu  # predict with μ folded in, then take it out again
             valid = learn.validate_or_nan()
             model.u_bias.weight -= mu
-        learn.record_epoch(epoch, [train_mse, *valid], done, time.perf_counter() - started)
+        learn.record_epoch(epoch, [train_mse, *valid], len(rec.losses), time.perf_counter() - started)
         for cb in callbacks:
             cb.after_epoch(learn, epoch)
     for cb in callbacks:
