@@ -48,6 +48,7 @@ def test_train_other_models_and_wd_modes(ratings_csv, capsys, model, wd_mode):
         (["--valid-pct", "1.5"], "--valid-pct must be between 0 and 1"),
         (["--y-range", "5", "1"], "y_range must be"),
         (["--device", "cuda:0"], "torch sees no GPU"),
+        (["--data", "synthetic:12x"], "'12x' is not a size"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(ratings_csv, capsys, argv, message):
@@ -116,3 +117,14 @@ def test_ratings_outside_the_y_range_warn_in_one_line(ratings_csv, capsys):
     assert main([*args, "--y-range", "1", "4", *FAST]) == 0
     warning_lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(warning_lines) == 1 and "lie outside y_range=(1.0, 4.0)" in warning_lines[0]
+
+
+def test_train_on_synthetic_data_by_size(capsys):
+    """``--data synthetic:SIZE`` generates the scaling benchmark's planted ratings (noise 0.5) and trains on them."""
+    status = main(["train", "--data", "synthetic:60k", "--solver", "sparse", "--n-factors", "16", "--epochs", "10",
+                   "--no-progress", "--show", "0"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "synthetic:60k: 48,000 train / 12,000 valid ratings" in out and "600 users, 120 items" in out
+    rmse = float(out.split("valid RMSE")[1].split()[0])
+    assert 0.5 < rmse < 0.63  # the planted noise is 0.5; one epoch leaves 0.65

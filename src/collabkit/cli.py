@@ -35,7 +35,15 @@ from collabkit.data import CollabDataLoaders, random_split, read_ratings_file, v
 from collabkit.data.splits import temporal_split, user_holdout
 from collabkit.data.ratings import DUPLICATE_POLICIES
 from collabkit import datasets as datasets_mod
-from collabkit.datasets import ML_100K_SPLITS, REGISTRY, Dataset, load_dataset, load_ml_100k_split
+from collabkit.datasets import (
+    ML_100K_SPLITS,
+    REGISTRY,
+    SYNTHETIC_PREFIX,
+    Dataset,
+    load_dataset,
+    load_ml_100k_split,
+    synthetic_dataset,
+)
 from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.errors import CollabkitError
 from collabkit.interpret import item_bias_table, item_pca, save_plots
@@ -158,7 +166,8 @@ def _add_data_options(sub: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--data",
         default="ml-latest-small",
-        help=f"a dataset name ({', '.join(REGISTRY)}) or a CSV/Parquet file of ratings (default ml-latest-small)",
+        help=f"a dataset name ({', '.join(REGISTRY)}), synthetic:SIZE for planted ratings (e.g. synthetic:10M; "
+        "the scaling benchmark's shape), or a CSV/Parquet file of ratings (default ml-latest-small)",
     )
     data.add_argument("--data-dir", help="folder holding the dataset (or its parent); default $COLLABKIT_DATA_DIR")
     data.add_argument("--user-col", help="user id column of a ratings file (default: the first column)")
@@ -166,7 +175,8 @@ def _add_data_options(sub: argparse.ArgumentParser) -> None:
     data.add_argument("--rating-col", help="rating column of a ratings file (default: the third column)")
     data.add_argument("--title-col", help="item title column of a ratings file, shown beside predictions")
     data.add_argument(
-        "--duplicates", choices=DUPLICATE_POLICIES, default="error", help="repeated (user, item) pairs (default error)"
+        "--duplicates", choices=DUPLICATE_POLICIES,
+        help="repeated (user, item) pairs (default: error; keep for synthetic data, whose repeats are separate draws)",
     )
 
 
@@ -249,9 +259,20 @@ def _add_use_commands(commands) -> None:
     explain.add_argument("-n", type=_positive_int, default=10, help="items per table")
 
 
+def _duplicates(args: argparse.Namespace) -> str:
+    """The --duplicates policy: as given, else keep for synthetic data (its repeats are draws) and error otherwise."""
+    return args.duplicates or ("keep" if args.data.startswith(SYNTHETIC_PREFIX) else "error")
+
+
 def _load_table(args: argparse.Namespace) -> Dataset:
     """A named dataset, or a ratings file with the columns the flags name."""
     path = Path(args.data)
+    if args.data.startswith(SYNTHETIC_PREFIX):
+        try:
+            dataset, _ = synthetic_dataset(args.data, seed=args.seed)
+        except ValueError as exc:
+            raise CliError(f"--data {args.data}: {exc}") from exc
+        return dataset
     if args.data in REGISTRY and not path.is_file():
         return load_dataset(args.data, args.data_dir)
     if not path.exists():
@@ -316,7 +337,7 @@ def _split(args: argparse.Namespace, dataset: Dataset) -> tuple[pd.DataFrame, pd
         return base.ratings, test.ratings
     clean = validate_ratings(
         dataset.ratings, dataset.user_col, dataset.item_col, dataset.rating_col,
-        duplicates=args.duplicates, keep_columns=("timestamp",),
+        duplicates=_duplicates(args), keep_columns=("timestamp",),
     )
     if args.split in ("random", "temporal") and not 0.0 < args.valid_pct < 1.0:
         raise CliError(f"--valid-pct must be between 0 and 1 (exclusive), got {args.valid_pct}")
@@ -394,7 +415,7 @@ def _train(args: argparse.Namespace, device: torch.device) -> int:
     dataset = _load_table(args)
     train_frame, valid_frame = _split(args, dataset)
     learn = prepare(
-        config, train_frame, valid_frame, duplicates=args.duplicates, device=device,
+        config, train_frame, valid_frame, duplicates=_duplicates(args), device=device,
         cbs=[ProgressCallback(bar=False if args.no_progress else None)],
     )
     dls = learn.dls

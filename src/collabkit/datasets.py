@@ -507,3 +507,37 @@ def synthetic(
         ratings[start : start + size] += rng.standard_normal(size, dtype=np.float32) * noise
     planted.ratings = ratings
     return planted
+
+
+SYNTHETIC_PREFIX = "synthetic:"
+_SIZE_SUFFIXES = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+def parse_size(text: str) -> int:
+    """``"100M"`` → 100_000_000; also ``"250k"``, ``"2.5M"`` and plain integers."""
+    raw = text.strip().lower().replace("_", "")
+    scale = _SIZE_SUFFIXES.get(raw[-1:], 1)
+    number = raw[:-1] if scale > 1 else raw
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size; write a count such as 1000000, 250k, 10M or 1.5M") from None
+    if value < 1 or value != int(value):
+        raise ValueError(f"{text!r} is not a positive whole number of ratings")
+    return int(value)
+
+
+def synthetic_dataset(spec: str, seed: int = 0) -> tuple[Dataset, PlantedRatings]:
+    """The planted dataset ``spec`` names (``"synthetic:10M"``), as a :class:`Dataset`, and its planted truth.
+
+    The shape is the scaling benchmark's: one user per 100 ratings and one item
+    per 500 (``synthetic:100M`` has 1M users and 200k items), rank 16, noise
+    0.5, power-law item popularity. Repeated (user, item) pairs are separate
+    draws, so train them with ``duplicates="keep"``.
+    """
+    if not spec.startswith(SYNTHETIC_PREFIX):
+        raise ValueError(f"a synthetic dataset is named {SYNTHETIC_PREFIX}SIZE (e.g. synthetic:1M), got {spec!r}")
+    n = parse_size(spec[len(SYNTHETIC_PREFIX) :])
+    data = synthetic(n, max(n // 100, 10), max(n // 500, 10), rank=16, noise=0.5, seed=seed)
+    frame = pd.DataFrame({"user": data.users, "item": data.items, "rating": data.ratings}, copy=False)
+    return Dataset(spec, frame, "user", "item", "rating", pd.Series(dtype=object)), data
