@@ -79,6 +79,19 @@ def test_compiled_epoch_is_row_wise_adagrad_rating_by_rating():
         np.testing.assert_allclose(mine, want, rtol=1e-4, atol=1e-5)
 
 
+def test_rows_are_permuted_in_place_exactly():
+    from collabkit.training.kernels import permute_rows_
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 1000, (10_001, 2)).astype(np.int32)
+    y = rng.random(10_001).astype(np.float32)
+    order = rng.permutation(10_001).astype(np.int32)
+    want_x, want_y = x[order], y[order]
+    permute_rows_(x, y, order)
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)
+
+
 def test_a_sparse_step_touches_only_the_batch_rows():
     torch.manual_seed(0)
     model = DotProductBias(50, 40, 4, y_range=None)
@@ -104,6 +117,9 @@ def test_generator_is_deterministic_with_the_requested_sizes_and_shape():
     assert not np.array_equal(a.ratings, c.ratings)
     assert len(a.ratings) == 200_000 and a.users.dtype == np.int32 and a.ratings.dtype == np.float32
     assert a.users.max() < 2_000 and a.items.max() < 500
+    u, i = a.users[:500], a.items[:500]
+    by_hand = a.mean + a.user_bias[u] + a.item_bias[i] + (a.user_factors[u] * a.item_factors[i]).sum(1)
+    np.testing.assert_allclose(a.truth(u, i), by_hand, rtol=1e-5, atol=1e-5)
     residual = a.ratings - a.truth(a.users, a.items)
     assert residual.std() == pytest.approx(0.3, rel=0.02)  # the noise is what was asked
     counts = np.sort(np.bincount(a.items, minlength=500))[::-1]

@@ -142,16 +142,27 @@ def dot_bias_adam_steps(
 
 
 @njit(**_JIT)
-def gather_rows(x, y, order):
-    """``(x[order], y[order])``: the ratings in a new order, as fresh compact arrays."""
-    xs = np.empty((order.shape[0], 2), dtype=x.dtype)
-    ys = np.empty(order.shape[0], dtype=y.dtype)
-    for j in range(order.shape[0]):
-        r = order[j]
-        xs[j, 0] = x[r, 0]
-        xs[j, 1] = x[r, 1]
-        ys[j] = y[r]
-    return xs, ys
+def permute_rows_(x, y, order):
+    """Put the ratings in the order ``order`` in place: afterwards ``x[j], y[j]`` are the old ``x[order[j]], y[order[j]]``.
+
+    Follows the permutation's cycles, so the only extra memory is one bit per
+    row to mark the rows already placed (not a second copy of the ratings).
+    """
+    n = order.shape[0]
+    placed = np.zeros((n + 7) // 8, dtype=np.uint8)
+    for start in range(n):
+        if placed[start >> 3] & (1 << (start & 7)):
+            continue
+        u, i, r = x[start, 0], x[start, 1], y[start]
+        j = start
+        while True:
+            placed[j >> 3] |= 1 << (j & 7)
+            k = order[j]
+            if k == start:
+                x[j, 0], x[j, 1], y[j] = u, i, r
+                break
+            x[j, 0], x[j, 1], y[j] = x[k, 0], x[k, 1], y[k]
+            j = k
 
 
 @njit(parallel=True, **_JIT)

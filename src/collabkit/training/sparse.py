@@ -20,9 +20,10 @@ How its regularisation differs from dense AdamW's weight decay:
 
 Two engines minimise it. On the CPU, a compiled loop
 (:func:`~collabkit.training.kernels.mf_adagrad_epoch`) takes one rating at a
-time, threads sharing the tables without locks (Hogwild); the ratings are
-shuffled once, then visited in blocks of ``BLOCK`` in a new random block order
-every epoch, so memory is read in runs while the order still changes. On other
+time, threads sharing the tables without locks (Hogwild); the training rows
+are shuffled once, in place (``dls.train``'s rows change order), then visited
+in blocks of ``BLOCK`` in a new random block order every epoch, so memory is
+read in runs while the order still changes. On other
 devices (CUDA), each batch of ``bs`` ratings is one step of :class:`RowAdagrad`
 in torch ops, so everything stays on the device. Both reach the same fit
 (``tests/test_sparse.py``); with more than one thread the CPU engine is not
@@ -106,14 +107,21 @@ CALL = 1 << 20
 
 
 class _CompiledEngine:
-    """The CPU engine: the ratings shuffled once into compact arrays, then one compiled call per epoch."""
+    """The CPU engine: the loader's ratings shuffled once, in place, then compiled calls over blocks of them.
+
+    Shuffling in place changes the order of ``dls.train``'s rows (a shuffled
+    loader has no order to keep) and saves a second copy of the ratings.
+    """
 
     def __init__(self, model: DotProductBias, train, lr: float, reg: float, bias_reg: float, seed: int) -> None:
         from collabkit.training import kernels
 
         self.kernels = kernels
+        self.x, self.y = train.x.numpy(), train.y.numpy()
+        if not (self.x.flags.c_contiguous and self.y.flags.c_contiguous):
+            raise ValueError("the compiled engine needs the loader's x and y contiguous (e.g. x.contiguous())")
         order = torch.randperm(train.n, generator=torch.Generator().manual_seed(seed), dtype=torch.int32).numpy()
-        self.x, self.y = kernels.gather_rows(train.x.numpy(), train.y.numpy(), order)
+        kernels.permute_rows_(self.x, self.y, order)  # the rows' order means nothing; a copy would cost 12 B/rating
         del order
         self.rng = np.random.default_rng(seed)
         self.tables = [
