@@ -48,7 +48,9 @@ VARIANTS = {
     "row-sparse Adagrad, 50 factors, λ 0.05, lr 0.05, 20 epochs, bs 1024": PRESETS["lesson"].replace(
         solver="sparse", n_factors=50, wd=0.05, lr=0.05, epochs=20, bs=1024),
     "Bayesian PMF, 5 factors": PRESETS["default"].replace(n_factors=5),
-    "Bayesian PMF, 10 factors (default: 200 sweeps, 50 burn-in, every 2nd kept)": PRESETS["default"],
+    "Bayesian PMF, 10 factors (default: 150 sweeps, 20 burn-in, every 2nd kept)": PRESETS["default"],
+    "Bayesian PMF, 200 sweeps, 50 burn-in (the default before the numba sampler)": PRESETS["default"].replace(
+        sweeps=200, burn_in=50),
     "Bayesian PMF, 15 factors": PRESETS["default"].replace(n_factors=15),
     "Bayesian PMF, every sample kept": PRESETS["default"].replace(thin=1),
     "Bayesian PMF, every 5th sample kept": PRESETS["default"].replace(thin=5),
