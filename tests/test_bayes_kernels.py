@@ -41,7 +41,7 @@ def test_draw_rows_is_the_gaussian_conditional():
 
 
 def test_residuals_and_predictions():
-    rows, cols, r, others, a, b, prec, mean, noise = _case(1)
+    rows, cols, r, others, *_ = _case(1)
     csr = _Csr(rows, cols, r, 5)
     U = np.random.default_rng(2).normal(size=(5, others.shape[1]))
     out = np.empty(len(r))
