@@ -97,6 +97,49 @@ def test_the_notes_models_train_with_learner_and_fit_one_cycle(dls, model_class,
     assert "train_loss" in table and "valid_loss" in table and table.count("\n") >= 6
 
 
+class DotProductBiasDropout(DotProductBias):  # not the formula: the fused loop must refuse it
+    def forward(self, x):
+        return torch.nn.functional.dropout(super().forward(x), 0.5, self.training)
+
+
+class DotProductBiasOwnRange(DotProductBias):  # squashes into its own range, not self.y_range
+    def forward(self, x):
+        users, movies = self.user_factors(x[:, 0]), self.movie_factors(x[:, 1])
+        res = (users * movies).sum(dim=1) + self.user_bias(x[:, 0])[:, 0] + self.movie_bias(x[:, 1])[:, 0]
+        return sigmoid_range(res, 1, 5)  # noqa: F405
+
+
+@pytest.mark.parametrize(
+    "model_class, recognised",
+    [(DotProductBias, True), (DotProductBiasParams, True), (DotProduct, False), (DotProductBiasDropout, False),
+     (DotProductBiasOwnRange, False)],
+)
+def test_the_notes_own_classes_take_the_fused_loop_and_train_exactly_as_autograd(dls, model_class, recognised):
+    """The notes' DotProductBias, written by the user, is recognised by what it computes and trained by the
+    compiled loop: the same weights as autograd. Models that compute something else keep autograd."""
+    import copy
+
+    from collabkit.training.fused import dot_bias_tables
+
+    torch.manual_seed(0)
+    model = model_class(len(dls.classes["user"]), len(dls.classes["title"]), 20)
+    before = copy.deepcopy(model.state_dict())
+    assert (dot_bias_tables(model, dls.train.x[:256]) is not None) is recognised
+    for key, value in model.state_dict().items():  # the probe puts the weights back
+        assert torch.equal(value, before[key])
+    if not recognised:
+        return
+    runs, order = [], dls.train.generator.get_state()
+    for fast in (True, False):
+        dls.train.generator.set_state(order)  # the same batches both times
+        learn = Learner(dls, copy.deepcopy(model), loss_func=MSELossFlat(), fast=fast, progress=False)
+        learn.fit_one_cycle(2, 5e-3, wd=0.1)
+        runs.append(learn)
+    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert runs[0].recorder.losses == pytest.approx(runs[1].recorder.losses, rel=1e-4)
+
+
 def test_weight_decay_as_the_notes_add_it(dls):
     torch.manual_seed(0)
     model = DotProductBias(len(dls.classes["user"]), len(dls.classes["title"]), 50)

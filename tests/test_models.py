@@ -142,8 +142,8 @@ def test_fast_paths_train_exactly_like_autograd(planted, y_range, wd_mode, opt_f
         dls = CollabDataLoaders.from_df(planted, seed=3, bs=64)
         extra = {"opt_func": opt_func} if opt_func else {}
         learn = Learner(dls, copy.deepcopy(model), progress=False, fast=fast, wd_mode=wd_mode, **extra)
-        assert learn._hand_written_gradients(0.0) is fast
-        assert (FusedDotBiasAdam.build(learn.model, learn.create_opt()) is not None) is fused
+        assert learn._plain_mse(0.0) is fast
+        assert (FusedDotBiasAdam.build(learn.model, learn.create_opt(), dls.train.x[:256]) is not None) is fused
         learn.fit_one_cycle(2, 1e-2, wd=0.05)
         runs[fast] = learn
     for a, b in zip(runs[True].model.parameters(), runs[False].model.parameters()):

@@ -45,7 +45,7 @@ def test_both_sparse_engines_reach_the_same_fit(planted):
 
 def test_compiled_epoch_is_row_wise_adagrad_rating_by_rating():
     """One thread, one block: the kernel makes exactly the updates of the plain loop written out below."""
-    from collabkit.training.kernels import mf_adagrad_epoch, set_threads
+    from collabkit.training.kernels import mf_adagrad_epoch
 
     rng = np.random.default_rng(0)
     n, n_users, n_items, k = 40, 5, 4, 3
@@ -72,7 +72,6 @@ def test_compiled_epoch_is_row_wise_adagrad_rating_by_rating():
         g = breg * bi[i] - e
         abi[i] += g * g
         bi[i] -= lr * g / np.sqrt(abi[i])
-    set_threads(1)
     got = mf_adagrad_epoch(x, y, np.array([0]), 64, 1, *tables, *acc, *map(np.float32, (mu, lr, reg, breg)))
     assert got == pytest.approx(sse, rel=1e-4)
     for mine, want in zip([*tables, *acc], [P, Q, bu, bi, aP, aQ, abu, abi]):

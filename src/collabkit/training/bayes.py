@@ -115,7 +115,7 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
             f"{config.kept} samples x {config.n_factors} = {config.model_factors}"
         )
     kernels = _kernels()
-    import numba
+    from collabkit.training import numba_threads
 
     rng = np.random.default_rng(seed)
     train, valid = learn.dls.train, learn.dls.valid
@@ -144,17 +144,15 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     callbacks = learn.fit_callbacks()
     for cb in callbacks:
         cb.before_fit(learn, math.ceil((config.sweeps - config.burn_in) / config.report_every))
-    threads_before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     started = time.perf_counter()
-    try:
+    with numba_threads.threads(torch.get_num_threads()) as n_threads:
         kernels.residuals(by_item.crow, by_item.col, by_item.values, V, U, resid)
         for sweep in range(config.sweeps):
             U_new, V_new = np.empty_like(U), np.empty_like(V)
             alpha = kernels.sweep(
                 by_user.crow, by_user.col, by_user.values, by_item.crow, by_item.col, by_item.values,
                 U, V, U_new, V_new, g, h, alpha, resid, rng.standard_gamma(shapes), rng.standard_normal(n_normals),
-                c, config.beta0, sum_u, sum_i, 16 * numba.get_num_threads(),
+                c, config.beta0, sum_u, sum_i, 16 * n_threads,
             )
             U, V = U_new, V_new
             if not (math.isfinite(alpha) and np.isfinite(V).all()):
@@ -181,8 +179,6 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
                 started = time.perf_counter()
                 for cb in callbacks:
                     cb.after_epoch(learn, report)
-    finally:
-        numba.set_num_threads(threads_before)
     for cb in callbacks:
         cb.after_fit(learn)
     scale = 1.0 / math.sqrt(len(kept_u))

@@ -10,12 +10,7 @@ import numba
 import numpy as np
 from numba import prange
 
-# numba's "omp" layer (its default choice here) shares OpenMP with torch: measured on ml-100k,
-# a fit's sweeps took ~60 ms each instead of ~6 ms in a process where torch had run
-# multi-threaded first. Prefer numba's own thread pool unless the user chose a layer or
-# numba's threads are already running.
-if numba.config.THREADING_LAYER == "default" and not numba.np.ufunc.parallel._is_initialized:
-    numba.config.THREADING_LAYER = "workqueue"
+from collabkit.training import numba_threads  # noqa: F401 - numba's own thread pool, before any parallel loop
 
 _JIT = {"cache": True, "fastmath": True, "error_model": "numpy", "nogil": True}
 

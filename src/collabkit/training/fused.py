@@ -1,7 +1,8 @@
 """The lesson's training step fused into one compiled loop on the CPU, with the lesson's semantics kept.
 
-The compatible path (``DotProductBias``, ``MSELossFlat``, dense Adam/AdamW, a
-1cycle or constant schedule) does the same thing every step: gather 64 rows,
+The compatible path (``DotProductBias``, collabkit's or the lesson's own,
+``MSELossFlat``, dense Adam/AdamW, a 1cycle or constant schedule) does the
+same thing every step: gather 64 rows,
 a dot product, a squared error, the gradients, and an Adam update of every row
 of every table. :class:`FusedDotBiasAdam` runs runs of those steps in
 :func:`collabkit.training.kernels.dot_bias_adam_steps` instead of through
@@ -21,9 +22,11 @@ optimizer, a non-CPU device, amsgrad, ...), and the Learner takes the plain loop
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from collabkit.models.dot import DotProductBias
 
@@ -31,24 +34,107 @@ STEPS_PER_CALL = 256
 """Steps per compiled call: callbacks and the progress bar hear of the batches in runs of this many."""
 
 
-class FusedDotBiasAdam:
-    """Runs of Adam(W) steps of a ``DotProductBias`` on the CPU, in one compiled loop per run.
+@dataclass(frozen=True)
+class DotBiasTables:
+    """The four tables of a dot-product-with-biases model by role, and its output range (``None``: unbounded)."""
 
-    Build it with :meth:`build`, then call :meth:`steps` with the loader's data,
-    its epoch order and the schedule's values for each step.
+    users: torch.Tensor
+    items: torch.Tensor
+    user_bias: torch.Tensor
+    item_bias: torch.Tensor
+    y_range: tuple[float, float] | None
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [self.users, self.items, self.user_bias, self.item_bias]
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        u, i = x[:, 0].long(), x[:, 1].long()
+        z = (self.users[u] * self.items[i]).sum(1) + self.user_bias.reshape(-1)[u] + self.item_bias.reshape(-1)[i]
+        if self.y_range is None:
+            return z
+        low, high = self.y_range
+        return torch.sigmoid(z) * (high - low) + low
+
+
+def dot_bias_tables(model: nn.Module, probe: torch.Tensor) -> DotBiasTables | None:
+    """``model``'s tables by role, if it computes ``sigmoid_range(p_u·q_i + b_u + b_i, *y_range)``; else ``None``.
+
+    collabkit's own ``DotProductBias`` is known by its class. Any other model
+    (the lesson's own ``DotProductBias``, with ``Embedding`` or
+    ``create_params``) qualifies when it has exactly four trainable tables of
+    the right shapes and, with those tables filled with random values, its
+    output on the ``probe`` rows equals the formula (with ``model.y_range``,
+    or none) for one assignment of the tables to the roles. The weights are
+    restored afterwards. Dropout, other layers or other maths fail the check.
+    """
+    if isinstance(model, DotProductBias) and type(model).forward is DotProductBias.forward:
+        return DotBiasTables(model.u_weight.weight, model.i_weight.weight, model.u_bias.weight, model.i_bias.weight,
+                             model.y_range)
+    params = list(model.parameters())
+    if len(params) != 4 or not all(p.requires_grad for p in params) or any(True for _ in model.buffers()):
+        return None
+    wide = [p for p in params if p.ndim == 2 and p.shape[1] > 1]
+    narrow = [p for p in params if p.ndim in (1, 2) and p.numel() == p.shape[0]]
+    if len(wide) != 2 or len(narrow) != 2 or wide[0].shape[1] != wide[1].shape[1]:
+        return None
+    y_range = getattr(model, "y_range", None)
+    ranges = [None]
+    if isinstance(y_range, (tuple, list)) and len(y_range) == 2 and all(isinstance(v, (int, float)) for v in y_range):
+        ranges.append((float(y_range[0]), float(y_range[1])))
+    saved = [p.detach().clone() for p in params]
+    generator = torch.Generator(device=params[0].device).manual_seed(0)
+    try:
+        with torch.no_grad():
+            for p in params:
+                p.copy_(torch.randn(p.shape, generator=generator, device=p.device) * 0.3)
+            out = model(probe)
+            again = model(probe)
+            if not isinstance(out, torch.Tensor) or out.numel() != len(probe) or not torch.equal(out, again):
+                return None
+            out = out.reshape(-1).float()
+            for users, items in (wide, wide[::-1]):
+                for user_bias, item_bias in (narrow, narrow[::-1]):
+                    if users.shape[0] != user_bias.shape[0] or items.shape[0] != item_bias.shape[0]:
+                        continue
+                    for low_high in ranges:
+                        tables = DotBiasTables(users, items, user_bias, item_bias, low_high)
+                        if torch.allclose(out, tables.predict(probe), rtol=1e-4, atol=1e-5):
+                            return tables
+        return None
+    except (RuntimeError, IndexError, TypeError, ValueError):  # a model that cannot even run on the probe
+        return None
+    finally:
+        with torch.no_grad():
+            for p, value in zip(params, saved):
+                p.copy_(value)
+
+
+class FusedDotBiasAdam:
+    """Runs of Adam(W) steps of a dot-product-with-biases model on the CPU, in one compiled loop per run.
+
+    Build it with :meth:`build`, then call :meth:`epoch` (or :meth:`steps`) with
+    the loader's data, its epoch order and the schedule.
     """
 
-    def __init__(self, model: DotProductBias, opt: torch.optim.Optimizer, group: dict) -> None:
-        self.model, self.opt, self.group = model, opt, group
-        self.params = [model.u_weight.weight, model.i_weight.weight, model.u_bias.weight, model.i_bias.weight]
-        self.grads = [np.zeros(tuple(p.shape), dtype=np.float32) for p in self.params]
+    def __init__(self, tables: DotBiasTables, opt: torch.optim.Optimizer, group: dict) -> None:
+        self.tables, self.opt, self.group = tables, opt, group
+        self.params = tables.params
+        self.grads = [np.zeros((p.shape[0], p.numel() // p.shape[0]), dtype=np.float32) for p in self.params]
 
     @classmethod
-    def build(cls, model: DotProductBias, opt: torch.optim.Optimizer) -> FusedDotBiasAdam | None:
-        """The fused runner for ``model`` and ``opt``, or ``None`` where it would not be exact."""
+    def build(cls, model: nn.Module, opt: torch.optim.Optimizer, probe: torch.Tensor) -> FusedDotBiasAdam | None:
+        """The fused runner for ``model`` and ``opt``, or ``None`` where it would not be exact.
+
+        ``probe`` is a few training rows, to recognise a model of the user's
+        own (:func:`dot_bias_tables`).
+        """
         if not isinstance(opt, torch.optim.Adam):  # AdamW is an Adam
             return None
-        params = [model.u_weight.weight, model.i_weight.weight, model.u_bias.weight, model.i_bias.weight]
+        tables = dot_bias_tables(model, probe)
+        if tables is None:
+            return None
+        params = tables.params
         owners = [g for g in opt.param_groups for p in g["params"] if any(p is q for q in params)]
         if len(owners) != 4 or any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
             return None
@@ -62,7 +148,7 @@ class FusedDotBiasAdam:
             return None
         from collabkit.training import kernels  # noqa: F401 - compile (or load the cache) now, not mid-epoch
 
-        return cls(model, opt, group)
+        return cls(tables, opt, group)
 
     def _moments(self) -> list[dict]:
         """The optimizer's state for each table, created as torch would on its first step."""
@@ -85,18 +171,23 @@ class FusedDotBiasAdam:
 
         states = self._moments()
         step0 = int(states[0]["step"])
-        group, model = self.group, self.model
+        group = self.group
         decoupled = bool(group.get("decoupled_weight_decay", isinstance(self.opt, torch.optim.AdamW)))
-        low, high = model.y_range if model.y_range is not None else (0.0, 1.0)
+        y_range = self.tables.y_range
+        low, high = y_range if y_range is not None else (0.0, 1.0)
         losses = np.empty(len(lrs), dtype=np.float32)
         f32 = np.float32
+
+        def table(t: torch.Tensor) -> np.ndarray:  # biases may be (n,) or (n, 1); the loop wants (n, width)
+            return t.detach().numpy().reshape(t.shape[0], -1)
+
         with torch.no_grad():
             dot_bias_adam_steps(
                 x.numpy(), y.numpy(), order.numpy(), first, len(lrs), bs,
                 np.asarray(lrs, dtype=f32), np.asarray(moms, dtype=f32), f32(group["betas"][1]), f32(group["eps"]),
-                f32(group["weight_decay"]), decoupled, step0, f32(low), f32(high), model.y_range is not None,
-                *(p.detach().numpy() for p in self.params), *self.grads,
-                *(s["exp_avg"].numpy() for s in states), *(s["exp_avg_sq"].numpy() for s in states), losses,
+                f32(group["weight_decay"]), decoupled, step0, f32(low), f32(high), y_range is not None,
+                *map(table, self.params), *self.grads,
+                *(table(s["exp_avg"]) for s in states), *(table(s["exp_avg_sq"]) for s in states), losses,
             )
         for state in states:
             state["step"] += len(lrs)

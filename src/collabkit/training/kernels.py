@@ -22,12 +22,13 @@ results equal torch's to float32 rounding, not bit for bit.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic
+
+from collabkit.training import numba_threads  # noqa: F401 - numba's own thread pool, before any parallel loop
 
 _JIT = {"fastmath": True, "error_model": "numpy", "cache": True, "nogil": True}
 _ONE = np.float32(1.0)
@@ -54,13 +55,6 @@ def _prefetch(typingctx, array, offset):
         return context.get_dummy_value()
 
     return types.void(array, offset), codegen
-
-
-def set_threads(n: int) -> int:
-    """Use ``n`` threads in the parallel loops (clamped to what numba started with); returns the count used."""
-    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    return n
 
 
 @njit(inline="always", **_JIT)

@@ -5,8 +5,9 @@ the optimizer's hyper-parameters, build the schedule, then per epoch, per batch
 forward, loss (plus the L2 term in ``"l2-loss"`` mode), backward, step, and
 finally validate and record. Callbacks observe; they do not steer.
 
-The lesson's exact case (a ``DotProductBias``, ``MSELossFlat``, Adam/AdamW on
-the CPU) runs the same steps in one compiled loop instead
+The lesson's exact case (a ``DotProductBias``, collabkit's or the lesson's own
+class, ``MSELossFlat``, Adam/AdamW on the CPU) runs the same steps in one
+compiled loop instead
 (:mod:`collabkit.training.fused`); ``fast=False`` turns that off.
 """
 
@@ -90,10 +91,12 @@ class Learner:
         progress: show a progress bar and the epoch table.
         n_threads: torch intra-op threads while training; ``None`` leaves
             torch's setting alone.
-        fast: train a ``DotProductBias`` with ``MSELossFlat`` without autograd:
-            on the CPU with Adam/AdamW, whole runs of steps in one compiled loop
-            (:mod:`~collabkit.training.fused`); elsewhere, gradients written by
-            hand. Same updates either way; ``False`` uses autograd throughout.
+        fast: train a dot product with biases (collabkit's ``DotProductBias``
+            or a class of your own that computes the same) with ``MSELossFlat``
+            without autograd: on the CPU with Adam/AdamW, whole runs of steps in
+            one compiled loop (:mod:`~collabkit.training.fused`); elsewhere,
+            for collabkit's class, gradients written by hand. Same updates
+            either way; ``False`` uses autograd throughout.
     """
 
     def __init__(
@@ -228,8 +231,9 @@ class Learner:
             first_epoch = self._restore(resume, opt, schedule)
         net = self._training_module()
         penalty = wd if self.wd_mode == "l2-loss" else 0.0
-        fast = self._hand_written_gradients(penalty)
-        fused = FusedDotBiasAdam.build(self.model, opt) if fast else None
+        plain_mse = self._plain_mse(penalty)
+        fused = FusedDotBiasAdam.build(self.model, opt, train.x[:256]) if plain_mse else None
+        fast = plain_mse and fused is None and self._hand_written_gradients()
         main_rank = distributed.is_main()
         callbacks = self.fit_callbacks(cbs)
         rec = self.recorder
@@ -310,24 +314,27 @@ class Learner:
         """:meth:`validate`, or NaNs when there is no validation split."""
         return self.validate() if self.dls.valid.n else [float("nan")] * (1 + len(self.metrics))
 
-    def _hand_written_gradients(self, penalty: float) -> bool:
-        """Whether this run can use :func:`dot_bias_mse_grads` instead of autograd.
-
-        Only for the exact case it computes: a ``DotProductBias`` (or a subclass
-        that keeps its ``forward``) trained with ``MSELossFlat``, without the
-        ``l2-loss`` term, in one process, every table trainable. The result is
-        the same gradients, so the same training; ``fast=False`` turns it off.
+    def _plain_mse(self, penalty: float) -> bool:
+        """Whether this run may skip autograd: ``fast``, ``MSELossFlat`` (mean), no ``l2-loss`` term, one process,
+        every parameter trainable. The model itself is checked by the fused loop and :meth:`_hand_written_gradients`.
         """
-        model = self.model
         return (
             self.fast
-            and isinstance(model, DotProductBias)
-            and type(model).forward is DotProductBias.forward
             and isinstance(self.loss_func, MSELossFlat)
             and self.loss_func.reduction == "mean"
             and not penalty
             and distributed.world_size() == 1
-            and all(p.requires_grad for p in model.parameters())
+            and all(p.requires_grad for p in self.model.parameters())
+        )
+
+    def _hand_written_gradients(self) -> bool:
+        """Whether :func:`dot_bias_mse_grads` computes this model's gradients: a ``DotProductBias`` (or a subclass
+        that keeps its ``forward``). Used where the fused loop does not apply (e.g. on CUDA, or with SGD).
+        """
+        model = self.model
+        return (
+            isinstance(model, DotProductBias)
+            and type(model).forward is DotProductBias.forward
             and len(list(model.parameters())) == 4
         )
 

@@ -114,9 +114,9 @@ class _CompiledEngine:
     """
 
     def __init__(self, model: DotProductBias, train, lr: float, reg: float, bias_reg: float, seed: int) -> None:
-        from collabkit.training import kernels
+        from collabkit.training import kernels, numba_threads
 
-        self.kernels = kernels
+        self.kernels, self.threads = kernels, numba_threads.threads
         self.x, self.y = train.x.numpy(), train.y.numpy()
         if not (self.x.flags.c_contiguous and self.y.flags.c_contiguous):
             raise ValueError("the compiled engine needs the loader's x and y contiguous (e.g. x.contiguous())")
@@ -142,18 +142,18 @@ class _CompiledEngine:
         """
         n = len(self.y)
         blocks = self.rng.permutation(-(-n // BLOCK))
-        threads = self.kernels.set_threads(torch.get_num_threads())
         per_call = max(1, CALL // BLOCK)
         sse, reported = 0.0, 0
-        for first in range(0, len(blocks), per_call):
-            sse += self.kernels.mf_adagrad_epoch(
-                self.x, self.y, blocks[first : first + per_call], BLOCK, threads, *self.tables, *self.acc,
-                np.float32(mu), *self.hyper,
-            )
-            done = min(n, (first + per_call) * BLOCK) // bs
-            for k in range(reported, done):
-                after_batch(k)
-            reported = done
+        with self.threads(torch.get_num_threads()) as threads:
+            for first in range(0, len(blocks), per_call):
+                sse += self.kernels.mf_adagrad_epoch(
+                    self.x, self.y, blocks[first : first + per_call], BLOCK, threads, *self.tables, *self.acc,
+                    np.float32(mu), *self.hyper,
+                )
+                done = min(n, (first + per_call) * BLOCK) // bs
+                for k in range(reported, done):
+                    after_batch(k)
+                reported = done
         return sse, n
 
 

@@ -1,0 +1,30 @@
+"""How collabkit's compiled loops use threads: numba's own thread pool, sized like torch's.
+
+Importing this module (every kernel module does) makes numba prefer its
+``workqueue`` layer, unless the user chose a layer or numba's threads already
+run. numba's default pick here, OpenMP, shares its runtime with torch's:
+measured on ml-100k, Gibbs sweeps took ~60 ms each instead of ~6 ms in a
+process where torch had run multi-threaded first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numba
+
+if numba.config.THREADING_LAYER == "default" and not numba.np.ufunc.parallel._is_initialized:
+    numba.config.THREADING_LAYER = "workqueue"
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[int]:
+    """Run the block's parallel loops on ``n`` threads (clamped to numba's pool), then restore; yields the count."""
+    before = numba.get_num_threads()
+    used = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(used)
+    try:
+        yield used
+    finally:
+        numba.set_num_threads(before)
