@@ -72,10 +72,13 @@ def test_compiled_epoch_is_row_wise_adagrad_rating_by_rating():
         g = breg * bi[i] - e
         abi[i] += g * g
         bi[i] -= lr * g / np.sqrt(abi[i])
-    got = mf_adagrad_epoch(x, y, np.array([0]), 64, 1, *tables, *acc, *map(np.float32, (mu, lr, reg, breg)))
+    sides = [np.stack([bias, a, a, np.zeros_like(a)], 1) for bias, a in ((tables[2], acc[0]), (tables[3], acc[1]))]
+    got = mf_adagrad_epoch(x, y, np.array([0]), 64, 1, tables[0], tables[1], *sides, *map(np.float32, (mu, lr, reg, breg)))
     assert got == pytest.approx(sse, rel=1e-4)
-    for mine, want in zip([*tables, *acc], [P, Q, bu, bi, aP, aQ, abu, abi]):
-        np.testing.assert_allclose(mine, want, rtol=1e-4, atol=1e-5)
+    mine = [tables[0], tables[1], sides[0][:, 0], sides[1][:, 0], sides[0][:, 1], sides[1][:, 1], sides[0][:, 2],
+            sides[1][:, 2]]
+    for have, want in zip(mine, [P, Q, bu, bi, aP, aQ, abu, abi]):
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-5)
 
 
 def test_rows_are_permuted_in_place_exactly():

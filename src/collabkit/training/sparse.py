@@ -124,13 +124,14 @@ class _CompiledEngine:
         kernels.permute_rows_(self.x, self.y, order)  # the rows' order means nothing; a copy would cost 12 B/rating
         del order
         self.rng = np.random.default_rng(seed)
-        self.tables = [
-            model.u_weight.weight.detach().numpy(),
-            model.i_weight.weight.detach().numpy(),
-            model.u_bias.weight.detach().numpy().reshape(-1),
-            model.i_bias.weight.detach().numpy().reshape(-1),
-        ]
-        self.acc = [np.full(len(t), _INITIAL_ACC, dtype=np.float32) for t in self.tables]
+        self.model = model
+        self.P, self.Q = model.u_weight.weight.detach().numpy(), model.i_weight.weight.detach().numpy()
+        self.sides = []
+        for bias in (model.u_bias.weight, model.i_bias.weight):  # (bias, row accumulator, bias accumulator, -)
+            side = np.zeros((bias.shape[0], kernels.SIDE_WIDTH), dtype=np.float32)
+            side[:, 0] = bias.detach().numpy()[:, 0]
+            side[:, 1:3] = _INITIAL_ACC
+            self.sides.append(side)
         self.hyper = (np.float32(lr), np.float32(reg), np.float32(bias_reg))
 
     def epoch(self, mu: float, bs: int, after_batch) -> tuple[float, int]:
@@ -147,13 +148,16 @@ class _CompiledEngine:
         with self.threads(torch.get_num_threads()) as threads:
             for first in range(0, len(blocks), per_call):
                 sse += self.kernels.mf_adagrad_epoch(
-                    self.x, self.y, blocks[first : first + per_call], BLOCK, threads, *self.tables, *self.acc,
+                    self.x, self.y, blocks[first : first + per_call], BLOCK, threads, self.P, self.Q, *self.sides,
                     np.float32(mu), *self.hyper,
                 )
                 done = min(n, (first + per_call) * BLOCK) // bs
                 for k in range(reported, done):
                     after_batch(k)
                 reported = done
+        with torch.no_grad():  # the biases live in the side tables while training
+            for bias, side in zip((self.model.u_bias.weight, self.model.i_bias.weight), self.sides):
+                bias.copy_(torch.from_numpy(side[:, :1]))
         return sse, n
 
 
