@@ -2,9 +2,9 @@
 
 The compatible path (``DotProductBias``, collabkit's or the lesson's own,
 ``MSELossFlat``, dense Adam/AdamW, a 1cycle or constant schedule) does the
-same thing every step: gather 64 rows,
-a dot product, a squared error, the gradients, and an Adam update of every row
-of every table. :class:`FusedDotBiasAdam` runs runs of those steps in
+same thing every step: gather 64 rows, a dot product, a squared error, the
+gradients, and an Adam update of every row of every table.
+:class:`FusedDotBiasAdam` runs runs of those steps in
 :func:`collabkit.training.kernels.dot_bias_adam_steps` instead of through
 torch's ops. Nothing about the training changes:
 
@@ -102,7 +102,7 @@ def dot_bias_tables(model: nn.Module, probe: torch.Tensor) -> DotBiasTables | No
                         if torch.allclose(out, tables.predict(probe), rtol=1e-4, atol=1e-5):
                             return tables
         return None
-    except (RuntimeError, IndexError, TypeError, ValueError):  # a model that cannot even run on the probe
+    except Exception:  # noqa: BLE001 - a model that fails on the probe is simply not this one; training will say why
         return None
     finally:
         with torch.no_grad():

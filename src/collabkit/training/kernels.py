@@ -9,7 +9,9 @@ do that work with no calls in between:
   after step, exactly the updates ``torch.optim.AdamW`` makes (same formulas,
   in float32), so the lesson's semantics are kept.
 * :func:`mf_adagrad_epoch`: one epoch of row-wise Adagrad matrix factorisation,
-  one rating at a time, threads sharing the tables without locks (Hogwild).
+  one rating at a time, threads sharing the tables without locks (Hogwild),
+  the rows it will need soon prefetched;
+* :func:`permute_rows_`: the ratings shuffled in place, for that epoch loop.
 
 They see NumPy arrays only (views of the torch tensors), and know nothing of
 models, optimizers or schedules: :mod:`collabkit.training.fused` and

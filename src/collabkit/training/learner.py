@@ -7,8 +7,8 @@ finally validate and record. Callbacks observe; they do not steer.
 
 The lesson's exact case (a ``DotProductBias``, collabkit's or the lesson's own
 class, ``MSELossFlat``, Adam/AdamW on the CPU) runs the same steps in one
-compiled loop instead
-(:mod:`collabkit.training.fused`); ``fast=False`` turns that off.
+compiled loop instead (:mod:`collabkit.training.fused`); ``fast=False`` turns
+that off.
 """
 
 from __future__ import annotations
