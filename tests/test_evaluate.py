@@ -112,6 +112,19 @@ def test_cv_command_on_the_bundled_data(capsys):
     assert 0.7 < summary["rmse"]["mean"] < 1.2 and "precision@10" in summary
 
 
+@pytest.mark.parametrize("policy, rows", [("mean", 5_000), ("keep", 6_000)])
+def test_cv_applies_the_duplicates_policy(tmp_path, planted, capsys, policy, rows):
+    """A table with 1,000 repeated pairs: --duplicates mean averages them away, keep trains on every row."""
+    frame = planted.iloc[:5_000]
+    path = tmp_path / "ratings.csv"
+    pd.concat([frame, frame.iloc[:1_000]]).to_csv(path, index=False)
+    status = main(["cv", "--data", str(path), "--folds", "2", "--epochs", "1", "--bs", "512", "--duplicates", policy,
+                   "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert sum(fold["test_ratings"] for fold in out["folds"]) == rows
+
+
 @pytest.mark.parametrize("split", ["temporal", "user-last", "user-random"])
 def test_train_then_evaluate_on_the_same_split(tmp_path, capsys, split):
     frame, _, _ = planted_clusters(users_per_group=20, items_per_group=15)

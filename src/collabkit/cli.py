@@ -486,7 +486,9 @@ def cmd_cv(args: argparse.Namespace) -> int:
     config = _config(args)
     dataset = _load_table(args)
     columns = (dataset.user_col, dataset.item_col, dataset.rating_col)
-    per_fold = cross_validate(config, dataset.ratings, args.folds, args.seed, args.k, args.threshold, columns)
+    per_fold = cross_validate(
+        config, dataset.ratings, args.folds, args.seed, args.k, args.threshold, columns, duplicates=_duplicates(args)
+    )
     summary = summarise(per_fold)
     summary.attrs = per_fold.attrs
     if args.json:

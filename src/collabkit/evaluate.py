@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from collabkit.data.history import RatingHistory
-from collabkit.data.ratings import validate_ratings
+from collabkit.data.ratings import Duplicates, validate_ratings
 from collabkit.data.splits import kfold
 from collabkit.metrics import coverage, mae, ranking_metrics, rmse
 from collabkit.recommend import Recommender
@@ -103,19 +103,23 @@ def cross_validate(
     k: int = 10,
     threshold: float = 4.0,
     columns: Sequence[str | None] = (None, None, None),
+    duplicates: Duplicates = "error",
 ) -> pd.DataFrame:
     """Train and evaluate ``config`` on each of ``folds`` random folds of ``frame``.
+
+    ``duplicates`` says what to do with repeated (user, item) pairs, as in
+    :func:`~collabkit.data.validate_ratings`; it is applied once, to the whole table.
 
     Returns:
         One row per fold: ``fold``, every metric of :func:`evaluate`, and
         ``fit_seconds``. Summarise with :func:`summarise`.
     """
-    clean = validate_ratings(frame, *columns)
+    clean = validate_ratings(frame, *columns, duplicates=duplicates)
     rows = []
     for fold, (train_idx, test_idx) in enumerate(kfold(len(clean), folds, seed)):
         train_part, test_part = clean.iloc[train_idx], clean.iloc[test_idx]
         started = time.perf_counter()
-        learn = train(config, train_part, test_part)
+        learn = train(config, train_part, test_part, duplicates=duplicates)
         fit_seconds = time.perf_counter() - started
         metrics = evaluate(Recommender.from_learner(learn), train_part, test_part, k=k, threshold=threshold)
         rows.append({"fold": fold, **dict(zip(metrics["metric"], metrics["value"])), "fit_seconds": fit_seconds})
