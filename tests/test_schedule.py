@@ -75,3 +75,17 @@ def test_schedule_spans_all_epochs_and_bad_moms_are_explained():
     assert len(lrs) == 30 and lrs.index(max(lrs)) in (6, 7) and lrs[-1] == pytest.approx(0.01 / 1e5)
     with pytest.raises(ValueError, match="same first and last value"):
         learn.fit_one_cycle(1, 0.01, moms=(0.95, 0.85, 0.9))
+
+
+@pytest.mark.parametrize("total", [3, 4, 5, 7])
+def test_very_short_runs_still_warm_up_and_anneal(total):
+    """4 steps at pct_start=0.25 is a one-step warm-up, which OneCycleLR divides by zero on; short runs get two."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = one_cycle(opt, 1e-2, total)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(1e-2 / 25) and lrs[1] == pytest.approx(1e-2)
+    assert lrs[-1] == pytest.approx(1e-2 / 1e5) and all(a >= b for a, b in zip(lrs[1:], lrs[2:]))

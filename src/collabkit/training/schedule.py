@@ -69,7 +69,8 @@ def one_cycle(
 
     The lr rises by cosine from ``lr_max / div`` to ``lr_max`` over the first
     ``pct_start`` of the steps, then falls by cosine to ``lr_max / div_final``;
-    Adam's β₁ moves ``moms[0] → moms[1] → moms[2]``.
+    Adam's β₁ moves ``moms[0] → moms[1] → moms[2]``. Runs too short for a
+    warm-up of two steps (fewer than ``2 / pct_start``) get exactly two.
     """
     if total_steps < 1:
         raise ValueError(f"one_cycle needs at least one step, got total_steps={total_steps}")
@@ -82,6 +83,11 @@ def one_cycle(
         )
     if div <= 0 or div_final <= 0:
         raise ValueError(f"div and div_final must be positive, got div={div}, div_final={div_final}")
+    if total_steps >= 3 and pct_start * total_steps < 2:
+        # OneCycleLR divides by the warm-up's length in steps minus one: a warm-up of exactly one step
+        # (e.g. 4 steps at 0.25) is a ZeroDivisionError, and a shorter one is no warm-up. Very short
+        # runs get two warm-up steps instead.
+        pct_start = 2 / total_steps
     return OneCycleLR(
         optimizer,
         max_lr=lr_max,
