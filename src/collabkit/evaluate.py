@@ -54,7 +54,7 @@ def evaluate(
         raise ValueError(f"k must be a positive integer, got {k}")
     train_frame = validate_ratings(train_frame, duplicates="keep")
     test_frame = validate_ratings(test_frame, duplicates="keep", min_ids=1)
-    users, items = test_frame.iloc[:, 0].tolist(), test_frame.iloc[:, 1].tolist()
+    users, items = test_frame.iloc[:, 0].to_numpy(), test_frame.iloc[:, 1].to_numpy()
     preds, fallback = rec.predict_values(users, items)
     truth = test_frame.iloc[:, 2].to_numpy(dtype=np.float64)
     # the fallback column already says which side the model never trained on
@@ -71,8 +71,8 @@ def evaluate(
 
     relevant = np.flatnonzero((truth >= threshold) & u_known & i_known)
     if len(relevant):
-        u_rows = rec.users.index(rec.users.parse(test_frame.iloc[relevant, 0].tolist()))
-        i_rows = rec.items.index(rec.items.parse(test_frame.iloc[relevant, 1].tolist()))
+        u_rows = rec.users.index(rec.users.parse(users[relevant]))
+        i_rows = rec.items.index(rec.items.parse(items[relevant]))
         scored_users, user_index = np.unique(u_rows, return_inverse=True)
         exclusion = _training_history(rec, train_frame)
         scores, top = rec.top_n(scored_users, n=k, exclude=exclusion)
@@ -88,8 +88,8 @@ def evaluate(
 
 def _training_history(rec: Recommender, train_frame: pd.DataFrame) -> RatingHistory:
     """The training table's (user, item) pairs in the model's rows, for ``exclude``."""
-    u = rec.users.index(rec.users.parse(train_frame.iloc[:, 0].tolist()))
-    i = rec.items.index(rec.items.parse(train_frame.iloc[:, 1].tolist()))
+    u = rec.users.index(rec.users.parse(train_frame.iloc[:, 0].to_numpy()))
+    i = rec.items.index(rec.items.parse(train_frame.iloc[:, 1].to_numpy()))
     ok = (u >= 0) & (i >= 0)
     pairs = np.stack([u[ok], i[ok]], axis=1)
     return RatingHistory.from_pairs(pairs, pairs, train_frame.iloc[:, 2].to_numpy()[ok], len(rec.users), len(rec.items))

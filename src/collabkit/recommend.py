@@ -114,6 +114,13 @@ class NewUser:
     ratings: np.ndarray
 
 
+def _sequence(values: Iterable[Any]) -> Sequence[Any]:
+    """``values`` as something with a length and positions: arrays as they are, Series as arrays, else a list."""
+    if isinstance(values, pd.Series):
+        return values.to_numpy()
+    return values if isinstance(values, np.ndarray) else list(values)
+
+
 class Recommender:
     """A trained model together with the vocabularies and history that give its rows meaning.
 
@@ -245,6 +252,15 @@ class Recommender:
             raise UnknownIdError(f"item {item!r} appears only in the validation split: the model never trained on it")
         return row
 
+    def _trained_item_rows(self, items: Sequence[Any]) -> np.ndarray:
+        """Rows of items by raw id or title, all at once; the first that is unknown or untrained raises
+        :meth:`item_row`'s error (with its title suggestions)."""
+        rows = self._item_rows(items)
+        bad = np.flatnonzero((rows == UNKNOWN) | ~self.item_trained[np.maximum(rows, 0)])
+        if len(bad):
+            self.item_row(items[bad[0]])  # raises, naming the item
+        return rows
+
     def _item_rows(self, items: Sequence[Any]) -> np.ndarray:
         """Rows of items given by raw id or title; ``UNKNOWN`` where neither matches."""
         values = self.items.parse(items)
@@ -286,12 +302,12 @@ class Recommender:
         self, users: Sequence[Any], items: Sequence[Any], strict: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` as two arrays, ``(predictions, fallback)``, without the DataFrame (for servers)."""
-        users, items = list(users), list(items)
+        users, items = _sequence(users), _sequence(items)
         if len(users) != len(items):
             raise ValueError(f"users and items must have the same length, got {len(users)} and {len(items)}")
         if strict:
             u = self._rows(users, self.users, self.user_trained, "user")
-            i = np.array([self.item_row(item) for item in items], dtype=np.int64)
+            i = self._trained_item_rows(items)
         else:
             u, i = self.users.index(self.users.parse(users)), self._item_rows(items)
         u_ok = (u != UNKNOWN) & self.user_trained[np.maximum(u, 0)]
@@ -316,14 +332,18 @@ class Recommender:
     def _trained_item_vectors(self) -> tuple[torch.Tensor, np.ndarray]:
         """The trained items' vectors, and each item's column among them (-1 if untrained)."""
         rows = self._trained_items
+        return self.view.items[torch.from_numpy(rows)].contiguous(), self._positions(rows)
+
+    def _positions(self, rows: np.ndarray) -> np.ndarray:
+        """Each item's column among ``rows`` (-1 where it is not one of them)."""
         position = np.full(len(self.items), -1, dtype=np.int64)
         position[rows] = np.arange(len(rows))
-        return self.view.items[torch.from_numpy(rows)].contiguous(), position
+        return position
 
     def _candidates(self, items: Iterable[Any] | None) -> np.ndarray:
         if items is None:
             return self._trained_items
-        rows = np.unique(np.array([self.item_row(item) for item in items], dtype=np.int64))
+        rows = np.unique(self._trained_item_rows(_sequence(items)))
         if len(rows) == 0:
             raise DataError("items= names no candidate items")
         return rows
@@ -337,9 +357,7 @@ class Recommender:
         if candidates is self._trained_items:  # the common case: vectors and positions computed once
             item_vectors, position = self._trained_item_vectors
         else:
-            item_vectors = self.view.items[torch.from_numpy(candidates)]
-            position = np.full(len(self.items), -1, dtype=np.int64)
-            position[candidates] = np.arange(len(candidates))
+            item_vectors, position = self.view.items[torch.from_numpy(candidates)], self._positions(candidates)
         with torch.no_grad():
             scores = self.view.grid(user_vectors, item_vectors)
         if seen is not None:
@@ -484,7 +502,7 @@ class Recommender:
             pairs = list(dict(ratings).items())
         if not pairs:
             raise DataError("fold-in needs at least one (item, rating) pair")
-        rows = np.array([self.item_row(item) for item, _ in pairs], dtype=np.int64)
+        rows = self._trained_item_rows([item for item, _ in pairs])
         values = pd.to_numeric(pd.Series([r for _, r in pairs]), errors="coerce").to_numpy(dtype=np.float32)
         if not np.isfinite(values).all():
             raise DataError(f"fold-in ratings must be numbers; got {[r for _, r in pairs][:5]}")
@@ -524,7 +542,7 @@ class Recommender:
 
     def predict_new_user(self, new: NewUser, items: Sequence[Any]) -> np.ndarray:
         """Predicted ratings of a folded-in user for ``items`` (ids or titles)."""
-        rows = np.array([self.item_row(item) for item in items], dtype=np.int64)
+        rows = self._trained_item_rows(_sequence(items))
         with torch.no_grad():
             return self.view.grid(new.vector[None, :], self.view.items[torch.from_numpy(rows)])[0].cpu().numpy()
 

@@ -113,8 +113,14 @@ class Vocabulary(Sequence):
             raise UnknownIdError(f"unknown {self.name} id(s): {shown}{more}")
         return rows
 
-    def parse(self, values: Iterable[Any]) -> list[Any]:
-        """Text ids (from a command line or a URL) as the vocabulary's type: ``"42"`` -> ``42`` for int ids."""
+    def parse(self, values: Iterable[Any]) -> Sequence[Any]:
+        """Text ids (from a command line or a URL) as the vocabulary's type: ``"42"`` -> ``42`` for int ids.
+
+        A typed array (or Series) of numbers is returned as an array as it is: it has no text to parse,
+        and looking it up stays vectorised.
+        """
+        if isinstance(values, (np.ndarray, pd.Series, pd.Index)) and values.dtype.kind in "iuf":
+            return np.asarray(values)
         values = list(values)
         if not pd.api.types.is_integer_dtype(self._index.dtype):
             return values
