@@ -24,11 +24,23 @@ def test_lr_find_restores_the_weights_and_suggests_a_usable_lr(planted):
         assert torch.equal(v, before[k]), k
     assert learn.opt is None and learn.recorder.values == []
     assert 1e-7 < result.valley < 10 and 1e-7 < result["minimum"] < 10
+    # the suggestions sit where this model actually trains (the sweep itself spans 1e-7 to 10)
+    assert 1e-4 < result.valley < 0.1 and result.valley < result["minimum"] < 0.1
     assert len(result.lrs) <= 80 and np.all(np.diff(result.lrs) > 0)
     learn.fit_one_cycle(3, result.valley)
     assert learn.recorder.values[-1][1] < learn.recorder.values[0][1] or learn.recorder.values[-1][1] < 0.2
     with pytest.raises(ValueError, match="unknown suggest_funcs"):
         learn.lr_find(suggest_funcs=("steepest",))
+
+
+def test_lr_find_on_a_loader_with_no_batch_says_so(planted):
+    """Fewer rows than one batch: a clear DataError (it used to cycle the empty loader forever)."""
+    from collabkit import DataError
+
+    dls = CollabDataLoaders.from_df(planted.sample(50, random_state=0), seed=0, bs=64)
+    learn = Learner(dls, DotProductBias(len(dls.users), len(dls.items), 4, (-1, 7)), progress=False)
+    with pytest.raises(DataError, match="fewer than one batch"):
+        learn.lr_find(show_plot=False)
 
 
 def test_divergence_stops_training_with_advice(planted):

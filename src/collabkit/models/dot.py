@@ -101,6 +101,12 @@ class DotProductBias(nn.Module):
 
 
 @torch.no_grad()
+def is_stock_dot_bias(model: nn.Module) -> bool:
+    """Whether ``model`` computes exactly :class:`DotProductBias`'s forward: the class, or a subclass that
+    keeps its ``forward`` (what the hand-written gradients and the fused loop assume)."""
+    return isinstance(model, DotProductBias) and type(model).forward is DotProductBias.forward
+
+
 def dot_bias_mse_grads(model: DotProductBias, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean squared error of ``model`` on a batch, with its gradients written into the ``.grad`` of the
     four tables by hand: what autograd would compute, in a fraction of the calls.

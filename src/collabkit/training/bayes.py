@@ -141,11 +141,9 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     train_sum = np.zeros(n)  # in item order
     v_users, v_items = valid.x[:, 0].cpu().numpy(), valid.x[:, 1].cpu().numpy()
     valid_sum = np.zeros(len(v_users))
-    callbacks = learn.fit_callbacks()
-    for cb in callbacks:
-        cb.before_fit(learn, math.ceil((config.sweeps - config.burn_in) / config.report_every))
+    reports = math.ceil((config.sweeps - config.burn_in) / config.report_every)
     started = time.perf_counter()
-    with numba_threads.threads(torch.get_num_threads()) as n_threads:
+    with learn.fitting(reports) as callbacks, numba_threads.threads(torch.get_num_threads()) as n_threads:
         kernels.residuals(by_item.crow, by_item.col, by_item.values, V, U, resid)
         for sweep in range(config.sweeps):
             U_new, V_new = np.empty_like(U), np.empty_like(V)
@@ -156,7 +154,7 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
             )
             U, V = U_new, V_new
             if not (math.isfinite(alpha) and np.isfinite(V).all()):
-                raise FloatingPointError(f"the Gibbs sampler diverged at sweep {sweep + 1}")
+                raise TrainingDivergedError(f"the Gibbs sampler diverged at sweep {sweep + 1}")
             if sweep >= config.burn_in and (sweep - config.burn_in) % config.thin == 0:
                 kept_u.append(U)
                 kept_v.append(V)
@@ -179,8 +177,6 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
                 started = time.perf_counter()
                 for cb in callbacks:
                     cb.after_epoch(learn, report)
-    for cb in callbacks:
-        cb.after_fit(learn)
     scale = 1.0 / math.sqrt(len(kept_u))
     device = model.u_weight.weight.device
     with torch.no_grad():

@@ -20,7 +20,7 @@ class Callback:
     def before_epoch(self, learn: Learner, epoch: int) -> None:
         pass
 
-    def after_batch(self, learn: Learner, loss: float) -> None:
+    def after_batch(self, learn: Learner, batch: int) -> None:
         pass
 
     def after_epoch(self, learn: Learner, epoch: int) -> None:
@@ -61,7 +61,7 @@ class ProgressCallback(Callback):
         disable = None if self.bar_enabled is None else not self.bar_enabled
         self._bar = tqdm(total=len(learn.dls.train), leave=False, disable=disable, desc=f"epoch {epoch}")
 
-    def after_batch(self, learn: Learner, loss: float) -> None:
+    def after_batch(self, learn: Learner, batch: int) -> None:
         if self._bar is not None:
             self._bar.update(1)
 

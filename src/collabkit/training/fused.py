@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from collabkit.models.dot import DotProductBias
+from collabkit.models.dot import is_stock_dot_bias
+from collabkit.models.layers import sigmoid_range
 
 STEPS_PER_CALL = 256
 """Steps per compiled call: callbacks and the progress bar hear of the batches in runs of this many."""
@@ -51,10 +52,7 @@ class DotBiasTables:
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         u, i = x[:, 0].long(), x[:, 1].long()
         z = (self.users[u] * self.items[i]).sum(1) + self.user_bias.reshape(-1)[u] + self.item_bias.reshape(-1)[i]
-        if self.y_range is None:
-            return z
-        low, high = self.y_range
-        return torch.sigmoid(z) * (high - low) + low
+        return z if self.y_range is None else sigmoid_range(z, *self.y_range)
 
 
 def dot_bias_tables(model: nn.Module, probe: torch.Tensor) -> DotBiasTables | None:
@@ -68,7 +66,7 @@ def dot_bias_tables(model: nn.Module, probe: torch.Tensor) -> DotBiasTables | No
     or none) for one assignment of the tables to the roles. The weights are
     restored afterwards. Dropout, other layers or other maths fail the check.
     """
-    if isinstance(model, DotProductBias) and type(model).forward is DotProductBias.forward:
+    if is_stock_dot_bias(model):
         return DotBiasTables(model.u_weight.weight, model.i_weight.weight, model.u_bias.weight, model.i_bias.weight,
                              model.y_range)
     params = list(model.parameters())

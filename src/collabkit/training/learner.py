@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -30,7 +31,7 @@ from collabkit import distributed
 from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
 from collabkit.errors import DataError, ModelFileError, TrainingDivergedError
-from collabkit.models.dot import DotProductBias, dot_bias_mse_grads
+from collabkit.models.dot import dot_bias_mse_grads, is_stock_dot_bias
 from collabkit.training.fused import FusedDotBiasAdam
 from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from collabkit.training.callbacks import Callback, ProgressCallback
@@ -219,9 +220,7 @@ class Learner:
             raise ValueError(f"n_epoch must be a positive integer, got {n_epoch!r}")
         spec.check()
         train = self.dls.train
-        n_batches = len(train)
-        if n_batches == 0:
-            raise DataError(f"the training split has {train.n} rows, fewer than one batch (bs={train.bs}); lower bs")
+        n_batches = self._n_batches()
         check_y_range(train.y.cpu().numpy(), getattr(self.model, "y_range", None))
         opt = self.opt if self.opt is not None else self.create_opt()
         self._set_hypers(opt, spec.lr, wd)
@@ -235,65 +234,72 @@ class Learner:
         fused = FusedDotBiasAdam.build(self.model, opt, train.x[:256]) if plain_mse else None
         fast = plain_mse and fused is None and self._hand_written_gradients()
         main_rank = distributed.is_main()
-        callbacks = self.fit_callbacks(cbs)
         rec = self.recorder
+        with self.fitting(n_epoch, cbs) as callbacks:
+            for epoch in range(first_epoch, n_epoch):
+                for cb in callbacks:
+                    cb.before_epoch(self, epoch)
+                start = time.perf_counter()
+                self.model.train()
+                if fused is not None:
+                    order = train.epoch_order()
+                    losses = fused.epoch(
+                        train.x, train.y, torch.arange(train.n) if order is None else order, n_batches, train.bs,
+                        schedule, rec, lambda k: [cb.after_batch(self, k) for cb in callbacks],
+                    )
+                    batch_losses = torch.from_numpy(losses)
+                else:
+                    batch_losses = torch.empty(n_batches, device=train.x.device)
+                    for k, (xb, yb) in enumerate(train):
+                        if fast:
+                            loss = dot_bias_mse_grads(self.model, xb, yb)
+                        else:
+                            loss = self.loss_func(net(xb), yb)
+                            objective = loss + l2_penalty(self._decay_params, penalty) if penalty else loss
+                            opt.zero_grad(set_to_none=True)
+                            objective.backward()
+                        group = opt.param_groups[0]
+                        rec.lrs.append(group["lr"])
+                        rec.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
+                        opt.step()
+                        if schedule is not None:
+                            schedule.step()
+                        batch_losses[k] = loss.detach()
+                        for cb in callbacks:
+                            cb.after_batch(self, k)
+                losses = batch_losses.tolist()
+                rec.losses.extend(losses)
+                train_loss = float(distributed.all_reduce_sum(batch_losses.sum().reshape(1))[0]) / (
+                    n_batches * distributed.world_size()
+                )
+                if not math.isfinite(train_loss):
+                    raise TrainingDivergedError(
+                        f"training diverged in epoch {epoch}: the training loss is {train_loss}. "
+                        f"Try a lower learning rate (this run used {spec.lr:g}), more weight decay, or a y_range"
+                    )
+                row = [train_loss, *self.validate_or_nan()]
+                self.record_epoch(epoch, row, len(rec.losses), time.perf_counter() - start)
+                if main_rank and checkpoint is not None:
+                    save_checkpoint(checkpoint, self._state(epoch + 1, n_epoch, spec, wd, opt, schedule))
+                for cb in callbacks:
+                    cb.after_epoch(self, epoch)
 
+    # --- what every solver shares: callbacks and the epoch record ----------------
+    @contextlib.contextmanager
+    def fitting(self, n_epoch: int, cbs=None) -> Iterator[list[Callback]]:
+        """The frame of a fit, for every solver: torch's thread count (``n_threads``) and the callbacks,
+        ``before_fit`` on entry and ``after_fit`` on the way out, even when the fit fails. Yields the callbacks.
+        """
+        callbacks = self.fit_callbacks(cbs)
         with num_threads(self.n_threads):
             for cb in callbacks:
                 cb.before_fit(self, n_epoch)
             try:
-                for epoch in range(first_epoch, n_epoch):
-                    for cb in callbacks:
-                        cb.before_epoch(self, epoch)
-                    start = time.perf_counter()
-                    self.model.train()
-                    batch_losses = torch.empty(n_batches, device=train.x.device)
-                    if fused is not None:
-                        order = train.epoch_order()
-                        losses = fused.epoch(
-                            train.x, train.y, torch.arange(train.n) if order is None else order, n_batches, train.bs,
-                            schedule, rec, lambda k: [cb.after_batch(self, k) for cb in callbacks],
-                        )
-                        batch_losses = torch.from_numpy(losses)
-                    else:
-                        for k, (xb, yb) in enumerate(train):
-                            if fast:
-                                loss = dot_bias_mse_grads(self.model, xb, yb)
-                            else:
-                                loss = self.loss_func(net(xb), yb)
-                                objective = loss + l2_penalty(self._decay_params, penalty) if penalty else loss
-                                opt.zero_grad(set_to_none=True)
-                                objective.backward()
-                            group = opt.param_groups[0]
-                            rec.lrs.append(group["lr"])
-                            rec.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
-                            opt.step()
-                            if schedule is not None:
-                                schedule.step()
-                            batch_losses[k] = loss.detach()
-                            for cb in callbacks:
-                                cb.after_batch(self, k)
-                    losses = batch_losses.tolist()
-                    rec.losses.extend(losses)
-                    train_loss = float(distributed.all_reduce_sum(batch_losses.sum().reshape(1))[0]) / (
-                        n_batches * distributed.world_size()
-                    )
-                    if not math.isfinite(train_loss):
-                        raise TrainingDivergedError(
-                            f"training diverged in epoch {epoch}: the training loss is {train_loss}. "
-                            f"Try a lower learning rate (this run used {spec.lr:g}), more weight decay, or a y_range"
-                        )
-                    row = [train_loss, *self.validate_or_nan()]
-                    self.record_epoch(epoch, row, len(rec.losses), time.perf_counter() - start)
-                    if main_rank and checkpoint is not None:
-                        save_checkpoint(checkpoint, self._state(epoch + 1, n_epoch, spec, wd, opt, schedule))
-                    for cb in callbacks:
-                        cb.after_epoch(self, epoch)
+                yield callbacks
             finally:
                 for cb in callbacks:
                     cb.after_fit(self)
 
-    # --- what every solver shares: callbacks and the epoch record ----------------
     def fit_callbacks(self, cbs=None) -> list[Callback]:
         """The callbacks of a fit (none on ranks other than 0), with the recorder's columns set."""
         self.recorder.metric_names = ["train_loss", "valid_loss", *map(_metric_name, self.metrics)]
@@ -309,6 +315,13 @@ class Learner:
         rec.times.append(seconds)
         if distributed.is_main():
             log.info("epoch %d: %s", epoch, dict(zip(rec.metric_names, row)))
+
+    def _n_batches(self) -> int:
+        """Batches per epoch of the training loader; a loader with none is a :class:`DataError`."""
+        train = self.dls.train
+        if len(train) == 0:
+            raise DataError(f"the training split has {train.n} rows, fewer than one batch (bs={train.bs}); lower bs")
+        return len(train)
 
     def validate_or_nan(self) -> list[float]:
         """:meth:`validate`, or NaNs when there is no validation split."""
@@ -331,12 +344,7 @@ class Learner:
         """Whether :func:`dot_bias_mse_grads` computes this model's gradients: a ``DotProductBias`` (or a subclass
         that keeps its ``forward``). Used where the fused loop does not apply (e.g. on CUDA, or with SGD).
         """
-        model = self.model
-        return (
-            isinstance(model, DotProductBias)
-            and type(model).forward is DotProductBias.forward
-            and len(list(model.parameters())) == 4
-        )
+        return is_stock_dot_bias(self.model)
 
     def _training_module(self) -> nn.Module:
         """The model, wrapped in ``DistributedDataParallel`` when this process is one of several."""
@@ -418,7 +426,6 @@ class Learner:
         sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(), torch.tensor(float(len(err)))]))
         sse, sae, n = (float(v) for v in sums)
         by_sums = {"rmse": math.sqrt(sse / n), "mae": sae / n, "mse": sse / n}
-        gathered = None
         out = [sse / n if isinstance(self.loss_func, MSELossFlat) else None]
         for m in self.metrics:
             out.append(by_sums.get(_metric_name(m)))
@@ -475,27 +482,23 @@ class Learner:
         raw: list[float] = []
         best, average, beta = math.inf, 0.0, 0.98
         self.model.train()
+        self._n_batches()  # an empty loader would otherwise be cycled forever
+        batches = itertools.islice(itertools.chain.from_iterable(itertools.repeat(self.dls.train)), num_it)
         try:
             with num_threads(self.n_threads):
-                while len(lrs) < num_it:
-                    for xb, yb in self.dls.train:
-                        loss = self.loss_func(self.model(xb), yb)
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        lrs.append(opt.param_groups[0]["lr"])
-                        opt.step()
-                        schedule.step()
-                        raw.append(loss.item())
-                        average = beta * average + (1 - beta) * raw[-1]  # smooth(raw)[-1], kept running
-                        smoothed = average / (1 - beta ** len(raw))
-                        if stop_div and (not math.isfinite(smoothed) or smoothed > 4 * best):
-                            break
-                        best = min(best, smoothed)
-                        if len(lrs) >= num_it:
-                            break
-                    else:
-                        continue
-                    break
+                for xb, yb in batches:
+                    loss = self.loss_func(self.model(xb), yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    lrs.append(opt.param_groups[0]["lr"])
+                    opt.step()
+                    schedule.step()
+                    raw.append(loss.item())
+                    average = beta * average + (1 - beta) * raw[-1]  # smooth(raw)[-1], kept running
+                    smoothed = average / (1 - beta ** len(raw))
+                    if stop_div and (not math.isfinite(smoothed) or smoothed > 4 * best):
+                        break
+                    best = min(best, smoothed)
         finally:
             self.model.load_state_dict(saved)
             self.opt = saved_opt

@@ -22,7 +22,7 @@ from collabkit.metrics import rmse
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rule
 from collabkit.training.bayes import BayesConfig, fit_bayes
 from collabkit.training.callbacks import Callback
-from collabkit.training.learner import Learner, num_threads
+from collabkit.training.learner import Learner
 from collabkit.training.sparse import fit_sparse
 
 MODELS = ("dot", "dot-bias", "nn")
@@ -53,9 +53,9 @@ class TrainConfig:
     bs: int = 64
     seed: int = 42
     threads: int | None = 1
-    sweeps: int = 200
-    burn_in: int = 50
-    thin: int = 2
+    sweeps: int = BayesConfig.sweeps  # the Gibbs sampler's own defaults, stated once (in BayesConfig)
+    burn_in: int = BayesConfig.burn_in
+    thin: int = BayesConfig.thin
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -83,7 +83,7 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # The most accurate: Bayesian PMF, 10 factors, 150 Gibbs sweeps, 20 burn-in (u1: RMSE 0.905; docs/benchmarks.md).
-    "default": TrainConfig(solver="bayes", n_factors=10, sweeps=150, burn_in=20, thin=2),
+    "default": TrainConfig(solver="bayes", n_factors=BayesConfig.n_factors),
     # The course's recipe: DotProductBias, 50 factors, bs 64, fit_one_cycle(5, 5e-3, wd=0.1).
     "lesson": TrainConfig(),
 }
@@ -165,11 +165,9 @@ def train(
 def fit(learn: Learner, config: TrainConfig, lr: float | None = None, checkpoint=None) -> None:
     """Run ``config``'s solver on a learner made by :func:`prepare` (``lr`` overrides the config's)."""
     if config.solver == "bayes":
-        with num_threads(config.threads):
-            fit_bayes(learn, config.bayes(), seed=config.seed)
+        fit_bayes(learn, config.bayes(), seed=config.seed)
     elif config.solver == "sparse":
-        with num_threads(config.threads):
-            fit_sparse(learn, epochs=config.epochs, lr=config.lr, reg=config.wd, seed=config.seed)
+        fit_sparse(learn, epochs=config.epochs, lr=config.lr if lr is None else lr, reg=config.wd, seed=config.seed)
     else:
         learn.fit_one_cycle(config.epochs, config.lr if lr is None else lr, wd=config.wd, checkpoint=checkpoint)
 

@@ -22,11 +22,12 @@ class Recorder:
     """History of the fits of one :class:`~collabkit.training.Learner`.
 
     Attributes:
-        losses: training loss of every batch (the data loss, without any L2 term).
-        lrs, moms: learning rate and Adam β₁ used for every batch.
-        values: one row per epoch: ``[train_loss, valid_loss, *metrics]``.
+        losses: training loss of every batch (the data loss, without any L2 term);
+            the row-sparse solver records one per epoch, the Gibbs sampler none.
+        lrs, moms: learning rate and Adam β₁ used for every batch (row-sparse: every epoch).
+        values: one row per epoch: ``[train_loss, valid_loss, *metrics]`` (Gibbs: per report).
         metric_names: names of the columns of ``values``.
-        iters: number of batches seen at the end of each epoch.
+        iters: number of batches seen at the end of each epoch (row-sparse: of losses; Gibbs: sweeps).
         times: seconds each epoch took.
     """
 

@@ -60,7 +60,8 @@ class RowAdagrad:
     """
 
     def __init__(
-        self, n_rows: int, lr: float, eps: float = 1e-10, initial: float = 0.1, device: torch.device | str = "cpu"
+        self, n_rows: int, lr: float, eps: float = 1e-10, initial: float = _INITIAL_ACC,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.state = torch.full((n_rows,), initial, device=device)
         self.lr, self.eps = lr, eps
@@ -167,12 +168,8 @@ class _TorchEngine:
     def __init__(self, model: DotProductBias, train, lr: float, reg: float, bias_reg: float, device) -> None:
         self.model, self.train, self.reg, self.bias_reg = model, train, reg, bias_reg
         n_users, n_items = model.u_weight.num_embeddings, model.i_weight.num_embeddings
-        self.optimizers = {
-            "u": RowAdagrad(n_users, lr, initial=_INITIAL_ACC, device=device),
-            "i": RowAdagrad(n_items, lr, initial=_INITIAL_ACC, device=device),
-            "bu": RowAdagrad(n_users, lr, initial=_INITIAL_ACC, device=device),
-            "bi": RowAdagrad(n_items, lr, initial=_INITIAL_ACC, device=device),
-        }
+        sizes = {"u": n_users, "i": n_items, "bu": n_users, "bi": n_items}
+        self.optimizers = {name: RowAdagrad(rows, lr, device=device) for name, rows in sizes.items()}
 
     def epoch(self, mu: float, bs: int, after_batch) -> tuple[float, int]:
         sse = torch.zeros((), dtype=torch.float64, device=self.train.x.device)
@@ -218,28 +215,24 @@ def fit_sparse(
     else:
         engine = _TorchEngine(model, train, lr, reg, bias_reg, device)
     rec = learn.recorder
-    callbacks = learn.fit_callbacks()
-    for cb in callbacks:
-        cb.before_fit(learn, epochs)
-    for epoch in range(epochs):
-        for cb in callbacks:
-            cb.before_epoch(learn, epoch)
-        started = time.perf_counter()
-        sse, count = engine.epoch(mu, train.bs, lambda k: [cb.after_batch(learn, k) for cb in callbacks])
-        train_mse = sse / max(count, 1)
-        if not math.isfinite(train_mse):
-            raise TrainingDivergedError(f"sparse SGD diverged in epoch {epoch}; lower lr (this run used {lr:g})")
-        rec.losses.append(train_mse)
-        rec.lrs.append(lr)
-        rec.moms.append(0.0)
-        with torch.no_grad():
-            model.u_bias.weight += mu  # predict with μ folded in, then take it out again
-            valid = learn.validate_or_nan()
-            model.u_bias.weight -= mu
-        learn.record_epoch(epoch, [train_mse, *valid], len(rec.losses), time.perf_counter() - started)
-        for cb in callbacks:
-            cb.after_epoch(learn, epoch)
-    for cb in callbacks:
-        cb.after_fit(learn)
+    with learn.fitting(epochs) as callbacks:
+        for epoch in range(epochs):
+            for cb in callbacks:
+                cb.before_epoch(learn, epoch)
+            started = time.perf_counter()
+            sse, count = engine.epoch(mu, train.bs, lambda k: [cb.after_batch(learn, k) for cb in callbacks])
+            train_mse = sse / max(count, 1)
+            if not math.isfinite(train_mse):
+                raise TrainingDivergedError(f"sparse SGD diverged in epoch {epoch}; lower lr (this run used {lr:g})")
+            rec.losses.append(train_mse)
+            rec.lrs.append(lr)
+            rec.moms.append(0.0)
+            with torch.no_grad():
+                model.u_bias.weight += mu  # predict with μ folded in, then take it out again
+                valid = learn.validate_or_nan()
+                model.u_bias.weight -= mu
+            learn.record_epoch(epoch, [train_mse, *valid], len(rec.losses), time.perf_counter() - started)
+            for cb in callbacks:
+                cb.after_epoch(learn, epoch)
     with torch.no_grad():
         model.u_bias.weight += mu
