@@ -35,7 +35,7 @@ from collabkit.training import numba_threads  # noqa: F401 - numba's own thread 
 _JIT = {"fastmath": True, "error_model": "numpy", "cache": True, "nogil": True}
 _ONE = np.float32(1.0)
 AHEAD = 8
-"""How many ratings ahead :func:`mf_adagrad_epoch` asks for the rows it will need (doubles its speed)."""
+"""How many ratings ahead :func:`mf_adagrad_epoch` asks for the rows it will need (8 to 16 did best in a throwaway test at 10M ratings, about twice as fast as no prefetching)."""
 
 
 @intrinsic
