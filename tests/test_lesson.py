@@ -140,6 +140,15 @@ def test_the_notes_own_classes_take_the_fused_loop_and_train_exactly_as_autograd
     assert runs[0].recorder.losses == pytest.approx(runs[1].recorder.losses, rel=1e-4)
 
 
+def test_from_csv_takes_from_dfs_keywords_and_keeps_repeats(planted, tmp_path):
+    """fastai's from_csv(csv, **kwargs): any from_df keyword passes through, and repeats are kept as fastai does."""
+    path = tmp_path / "ratings.csv"
+    table = lesson_table(planted)
+    pd.concat([table, table.iloc[:10]]).to_csv(path, index=False)
+    dls = CollabDataLoaders.from_csv(path, item_name="title", bs=32, val_bs=999, seed=1, device="cpu")
+    assert dls.train.n + dls.valid.n == len(table) + 10 and dls.train.bs == 32 and dls.valid.bs == 999
+
+
 def test_weight_decay_as_the_notes_add_it(dls):
     torch.manual_seed(0)
     model = DotProductBias(len(dls.classes["user"]), len(dls.classes["title"]), 50)

@@ -119,23 +119,6 @@ class CollabDataLoaders(_core.CollabDataLoaders):
         dls.path = Path(path)
         return dls
 
-    @classmethod
-    def from_csv(
-        cls,
-        csv: str | Path,
-        valid_pct: float = 0.2,
-        user_name: str | None = None,
-        item_name: str | None = None,
-        rating_name: str | None = None,
-        seed: int | None = None,
-        bs: int = 64,
-        duplicates: Duplicates = "keep",
-    ) -> CollabDataLoaders:
-        """Read ``csv`` with pandas, then :meth:`from_df`."""
-        return cls.from_df(
-            pd.read_csv(csv), valid_pct, user_name, item_name, rating_name, seed, bs=bs, duplicates=duplicates
-        )
-
     def show_batch(self, max_n: int = 9) -> None:
         """Display the first ``max_n`` rows of a training batch with raw ids."""
         _display(super().show_batch(max_n))

@@ -46,9 +46,6 @@ def mae(preds: ArrayLike, targs: ArrayLike) -> float:
     return float((p - t).abs().mean())
 
 
-RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr")
-
-
 def ranking_metrics(
     top: np.ndarray, relevant_users: np.ndarray, relevant_items: np.ndarray, k: int | None = None
 ) -> dict[str, float]:

@@ -24,9 +24,13 @@ class RatingHistory:
     indptr: np.ndarray  # (n_users + 1,) int64: user u's items are indices[indptr[u]:indptr[u+1]]
     indices: np.ndarray  # (nnz,) int64 item rows, sorted within each user
     user_trained: np.ndarray  # (n_users,) bool
-    item_trained: np.ndarray  # (n_items,) bool
     item_counts: np.ndarray  # (n_items,) int64: training ratings per item
     global_mean: float
+
+    @property
+    def item_trained(self) -> np.ndarray:
+        """(n_items,) bool: items with at least one training rating."""
+        return self.item_counts > 0
 
     @classmethod
     def from_pairs(
@@ -45,7 +49,7 @@ class RatingHistory:
         user_trained = np.bincount(train_pairs[:, 0], minlength=n_users) > 0
         item_counts = np.bincount(train_pairs[:, 1], minlength=n_items).astype(np.int64)
         mean = float(np.mean(train_ratings)) if len(train_ratings) else float("nan")
-        return cls(indptr, items, user_trained, item_counts > 0, item_counts, mean)
+        return cls(indptr, items, user_trained, item_counts, mean)
 
     @classmethod
     def from_dls(cls, dls) -> RatingHistory:
@@ -54,14 +58,6 @@ class RatingHistory:
         return cls.from_pairs(
             np.concatenate([train_x, valid_x]), train_x, dls.train.y.cpu().numpy(), len(dls.users), len(dls.items)
         )
-
-    @property
-    def n_users(self) -> int:
-        return len(self.indptr) - 1
-
-    def seen(self, user_row: int) -> np.ndarray:
-        """Item rows user ``user_row`` has rated."""
-        return self.indices[self.indptr[user_row] : self.indptr[user_row + 1]]
 
     def seen_pairs(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(k, item_row)`` for every item rated by ``user_rows[k]``, without a Python loop."""
@@ -78,17 +74,16 @@ class RatingHistory:
             "indptr": torch.from_numpy(self.indptr.astype(np.int64)),
             "indices": torch.from_numpy(self.indices.astype(np.int64)),
             "user_trained": torch.from_numpy(self.user_trained.astype(np.uint8)),
-            "item_trained": torch.from_numpy(self.item_trained.astype(np.uint8)),
             "item_counts": torch.from_numpy(self.item_counts.astype(np.int64)),
         }
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], global_mean: float) -> RatingHistory:
+        """The inverse of :meth:`to_tensors` (files that also hold the derivable ``item_trained`` load too)."""
         return cls(
             tensors["indptr"].numpy().astype(np.int64),
             tensors["indices"].numpy().astype(np.int64),
             tensors["user_trained"].numpy().astype(bool),
-            tensors["item_trained"].numpy().astype(bool),
             tensors["item_counts"].numpy().astype(np.int64),
             float(global_mean),
         )
