@@ -115,6 +115,19 @@ def test_ids_only_in_the_validation_split_are_called_out(clusters):
         r.recommend([7777])
 
 
+def test_a_model_without_history_names_the_option_to_change(rec):
+    """Seen items and rating counts need the history; each error names the option that does without it."""
+    import copy
+
+    bare = copy.copy(rec)
+    bare.history = None
+    with pytest.raises(DataError, match="seen items are unknown; pass exclude_seen=False"):
+        bare.recommend([0], n=3)
+    with pytest.raises(DataError, match="rating counts are unknown; pass min_ratings=0"):
+        bare.recommend([0], n=3, exclude_seen=False, min_ratings=5)
+    assert len(bare.recommend([0], n=3, exclude_seen=False)) == 3
+
+
 def test_recommend_for_unknown_users_and_bad_n(rec):
     with pytest.raises(UnknownIdError, match="unknown user id"):
         rec.recommend([0, "stranger"])

@@ -382,10 +382,9 @@ class Recommender:
             frame.insert(3, "title", self._titles_of(rows.reshape(-1)))
         return frame[np.isfinite(frame["score"].to_numpy())].reset_index(drop=True)
 
-    def _seen_required(self) -> RatingHistory:
+    def _history_required(self, needed_for: str, remedy: str) -> RatingHistory:
         if self.history is None:
-            raise DataError("this model was saved without its rating history, so seen items are unknown; "
-                            "pass exclude_seen=False")
+            raise DataError(f"this model was saved without its rating history, so {needed_for} are unknown; {remedy}")
         return self.history
 
     def recommend(
@@ -413,10 +412,10 @@ class Recommender:
         """
         users = list(users)
         rows = self._rows(users, self.users, self.user_trained, "user")
-        exclude = self._seen_required() if exclude_seen else None
+        exclude = self._history_required("seen items", "pass exclude_seen=False") if exclude_seen else None
         candidates = self._candidates(items)
         if min_ratings > 0:
-            counts = self._seen_required().item_counts
+            counts = self._history_required("items' rating counts", "pass min_ratings=0").item_counts
             candidates = candidates[counts[candidates] >= min_ratings]
             if len(candidates) == 0:
                 raise DataError(f"no candidate item has {min_ratings} or more training ratings")

@@ -136,7 +136,7 @@ class CollabDataLoaders:
             ``len(dls.classes[user_name])`` is the true number of users.
         user_name, item_name, rating_name: the column names used.
         n_valid_only: ``{"user": k, "item": m}``: ids seen only in validation;
-            their rows are never trained (their predictions fall back on biases).
+            their rows are never trained (a Recommender predicts for them from the average trained user or item).
     """
 
     def __init__(

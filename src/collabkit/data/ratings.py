@@ -86,8 +86,8 @@ def validate_ratings(
 
     Raises:
         DataError: empty table, missing column, missing ids, NaN/inf or
-            non-numeric ratings, duplicates under ``"error"``, fewer than two
-            users or items.
+            non-numeric ratings, duplicates under ``"error"``, fewer than
+            ``min_ids`` distinct users or items.
     """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"ratings must be a pandas DataFrame, got {type(frame).__name__}")
