@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from collabkit.data.ratings import Duplicates, validate_ratings
-from collabkit.data.splits import random_split
+from collabkit.data.splits import random_split, torch_generator
 from collabkit.data.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -227,13 +227,8 @@ class CollabDataLoaders:
                 n_valid_only["user"],
                 n_valid_only["item"],
             )
-        generator = torch.Generator()
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
         train_batches = IndexBatches(
-            *cls._encode(train, users, items), bs=bs, shuffle=True, drop_last=True, generator=generator
+            *cls._encode(train, users, items), bs=bs, shuffle=True, drop_last=True, generator=torch_generator(seed)
         )
         valid_batches = IndexBatches(*cls._encode(valid, users, items), bs=val_bs or max(bs, 4096))
         dls = cls(

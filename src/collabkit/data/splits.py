@@ -21,18 +21,19 @@ def random_split(n_rows: int, valid_pct: float = 0.2, seed: int | None = None) -
         raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct}")
     if n_rows < 1:
         raise ValueError(f"cannot split {n_rows} rows")
+    order = torch.randperm(n_rows, generator=torch_generator(seed)).numpy()
+    cut = int(valid_pct * n_rows)
+    return order[cut:], order[:cut]
+
+
+def torch_generator(seed: int | None) -> torch.Generator:
+    """A torch random generator seeded with ``seed`` (``None``: from the operating system's entropy)."""
     generator = torch.Generator()
     if seed is None:
         generator.seed()
     else:
         generator.manual_seed(seed)
-    order = torch.randperm(n_rows, generator=generator).numpy()
-    cut = int(valid_pct * n_rows)
-    return order[cut:], order[:cut]
-
-
-def _generator(seed: int | None) -> np.random.Generator:
-    return np.random.default_rng(seed)
+    return generator
 
 
 def kfold(n_rows: int, k: int = 5, seed: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -43,7 +44,7 @@ def kfold(n_rows: int, k: int = 5, seed: int | None = None) -> list[tuple[np.nda
     """
     if k < 2 or k > n_rows:
         raise ValueError(f"k must be between 2 and the number of rows ({n_rows}), got {k}")
-    order = _generator(seed).permutation(n_rows)
+    order = np.random.default_rng(seed).permutation(n_rows)
     folds = np.array_split(order, k)
     return [
         (np.sort(np.concatenate(folds[:f] + folds[f + 1 :])), np.sort(folds[f]))
@@ -75,9 +76,10 @@ def user_holdout(
         raise ValueError(f"frac must be in (0, 1), got {frac}")
     users = np.asarray(users)
     rows = np.arange(len(users))
-    key = np.asarray(times) if times is not None else _generator(seed).random(len(users))
-    order = np.lexsort((rows, key, pd.factorize(users)[0]))  # by user, then time (or random), then row
-    codes = pd.factorize(users)[0][order]
+    key = np.asarray(times) if times is not None else np.random.default_rng(seed).random(len(users))
+    codes = pd.factorize(users)[0]
+    order = np.lexsort((rows, key, codes))  # by user, then time (or random), then row
+    codes = codes[order]
     counts = np.bincount(codes)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.arange(len(order)) - starts[codes]  # position within the user's sorted ratings
