@@ -90,13 +90,26 @@ def test_wishart_draws_have_the_right_mean():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fit_does_not_depend_on_the_thread_count(planted, threads):
+def test_fit_does_not_depend_on_the_thread_count(planted, threads, monkeypatch):
+    import numba
     import torch
 
+    from collabkit.training import numba_threads
     from collabkit.training.recipe import TrainConfig, train
 
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"numba has {numba.config.NUMBA_NUM_THREADS} thread(s) here")
+    used = []
+    real_threads = numba_threads.threads
+
+    def recording(n):
+        used.append(n)
+        return real_threads(n)
+
+    monkeypatch.setattr(numba_threads, "threads", recording)
     frame = planted.sample(frac=1.0, random_state=0)
     config = TrainConfig(solver="bayes", n_factors=4, sweeps=12, burn_in=4, thin=2, seed=0, threads=threads)
     learn = train(config, frame.iloc[:4000], frame.iloc[4000:5000])
     reference = train(config.replace(threads=1), frame.iloc[:4000], frame.iloc[4000:5000])
+    assert used == [threads, 1]  # the sampler really ran on that many threads, then on one
     torch.testing.assert_close(learn.model.u_weight.weight, reference.model.u_weight.weight, rtol=1e-9, atol=1e-9)

@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 
 from collabkit import Recommender
@@ -29,15 +30,21 @@ def test_train_from_a_csv_prints_table_metrics_samples_and_saves(ratings_csv, tm
     rec = Recommender.load(out_dir)
     assert rec.columns == {"user": "uid", "item": "iid", "rating": "stars"}
     assert rec.info["config"]["epochs"] == 2 and rec.info["valid_rmse"] < 1.0
+    stars = pd.read_csv(ratings_csv)["stars"]
+    assert rec.info["valid_rmse"] < stars.std()  # better than predicting the mean rating
     assert rec.title(rec.items[0]).startswith("Film ")
 
 
 @pytest.mark.parametrize("model", ["dot", "nn"])
 @pytest.mark.parametrize("wd_mode", ["l2"])
-def test_train_other_models_and_wd_modes(ratings_csv, capsys, model, wd_mode):
+def test_train_other_models_and_wd_modes(ratings_csv, capsys, tmp_path, model, wd_mode):
     args = ["train", "--data", str(ratings_csv), "--user-col", "uid", "--item-col", "iid", "--rating-col", "stars"]
-    assert main([*args, "--model", model, "--wd-mode", wd_mode, "--layers", "16", *FAST]) == 0
+    out_dir = tmp_path / "model"
+    assert main([*args, "--model", model, "--wd-mode", wd_mode, "--layers", "16", "--out", str(out_dir), *FAST]) == 0
     assert "valid RMSE" in capsys.readouterr().out
+    rec = Recommender.load(out_dir)
+    assert type(rec.model).__name__ == {"dot": "DotProduct", "nn": "EmbeddingNN"}[model]
+    assert rec.info["config"]["model"] == model and rec.info["config"]["wd_mode"] == wd_mode
 
 
 @pytest.mark.parametrize(

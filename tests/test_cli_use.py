@@ -33,6 +33,8 @@ def test_predict_one_pair_by_id_or_title(model_dir, capsys):
                          "--json")
     (record,) = json.loads(by_title)
     assert record["prediction"] > 3.5 and record["fallback"] == ""
+    _, by_id, _ = run(capsys, "predict", "--model", str(model_dir), "--user", "3", "--item", "5", "--json")
+    assert json.loads(by_id)[0]["prediction"] == pytest.approx(record["prediction"])  # id 5 is that film
 
 
 def test_predict_pairs_file_to_csv(model_dir, tmp_path, capsys):

@@ -2,11 +2,13 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from collabkit import Recommender
 from collabkit.cli import main
 from collabkit.data.splits import kfold, random_split, temporal_split, user_holdout
 from collabkit.evaluate import cross_validate, evaluate, summarise
@@ -133,10 +135,16 @@ def test_train_then_evaluate_on_the_same_split(tmp_path, capsys, split):
     common = ["--data", str(tmp_path / "r.csv"), "--split", split, "--holdout", "3"]
     assert main(["train", *common, "--epochs", "2", "--bs", "256", "--lr", "3e-2", "--no-progress", "--show", "0",
                  "--out", str(tmp_path / "m")]) == 0
-    capsys.readouterr()
+    trained = capsys.readouterr().out
+    valid_rows = int(re.search(r"([\d,]+) valid ratings", trained).group(1).replace(",", ""))
     assert main(["evaluate", "--model", str(tmp_path / "m"), *common, "--json"]) == 0
     metrics = {row["metric"]: row["value"] for row in json.loads(capsys.readouterr().out)["metrics"]}
     assert metrics["test_ratings"] > 0 and "ndcg@10" in metrics
+    assert metrics["test_ratings"] == valid_rows  # the split evaluate rebuilt is the one train validated on
+    if metrics["fallback_rows"] == 0:  # with no cold rows the model predicts exactly what training reported
+        assert metrics["rmse"] == pytest.approx(Recommender.load(tmp_path / "m").info["valid_rmse"], rel=1e-4)
+    if split == "user-last":
+        assert metrics["test_ratings"] == 3 * frame["user"].nunique()
 
 
 def test_evaluate_on_ml_100k_u1(ml100k_dir, tmp_path, capsys):

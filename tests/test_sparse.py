@@ -81,12 +81,22 @@ def test_compiled_epoch_is_row_wise_adagrad_rating_by_rating():
         np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-5)
 
 
-def test_two_threads_sharing_the_tables_still_fit(planted):
+def test_two_threads_sharing_the_tables_still_fit(planted, monkeypatch):
     """Hogwild: two threads update the same tables without locks; the fit is not repeatable bit for bit, but good."""
+    import numba
+
+    from collabkit.training import numba_threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here")
     torch.set_num_threads(2)  # the engine sizes numba's pool like torch's (the fixture restores it)
+    used = []
+    real_threads = numba_threads.threads
+    monkeypatch.setattr(numba_threads, "threads", lambda n: used.append(n) or real_threads(n))
     learn = Learner(_planted_loaders(planted), DotProductBias(300, 200, 8, y_range=None), metrics=rmse, progress=False)
     fit_sparse(learn, epochs=30, lr=0.05, reg=0.02)
     assert learn.recorder.values[-1][2] < 1.2 * 0.25
+    assert set(used) == {2}  # every epoch's compiled calls ran on two threads
 
 
 def test_rows_are_permuted_in_place_exactly():
