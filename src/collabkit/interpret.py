@@ -73,15 +73,15 @@ class FactorPCA:
 
 
 def item_pca(rec: Recommender, n_components: int = 3, top: int | None = 1000) -> FactorPCA:
-    """PCA of the item factors of the ``top`` most-rated trained items (all trained items if ``None``).
+    """PCA of the item factors of the ``top`` most-rated trained items, most-rated first (all trained items
+    if ``None`` or if the model has no rating history).
 
     Components are signed so that each one's largest loading is positive,
     which makes the output the same from run to run of the same model.
     """
     rows = np.flatnonzero(rec.item_trained)
-    if rec.history is not None and top is not None:
-        counts = rec.history.item_counts[rows]
-        rows = rows[np.argsort(-counts, kind="stable")[:top]]
+    if rec.history is not None:  # most-rated first, so the head of the frame is the best-known items
+        rows = rows[np.argsort(-rec.history.item_counts[rows], kind="stable")[:top]]
     factors = rec.view.item_factors[torch.from_numpy(rows)].double()
     k = min(n_components, factors.shape[1], len(rows))
     if k < 1 or len(rows) < 2:
@@ -118,7 +118,7 @@ def plot_item_pca(pca: FactorPCA, path: str | Path, n_labels: int = 50) -> Path:
         raise DataError("the PCA map needs at least two components")
     fig, (ax,) = _figure()
     ax.scatter(pca.frame["pc1"], pca.frame["pc2"], s=6, alpha=0.3, color="tab:blue")
-    labelled = pca.frame.head(n_labels)  # the frame is ordered by rating count
+    labelled = pca.frame.head(n_labels)  # most-rated first when the model kept its rating history
     names = labelled["title"] if "title" in labelled else labelled["item"].astype(str)
     for x, y, name in zip(labelled["pc1"], labelled["pc2"], names):
         ax.annotate(str(name)[:28], (x, y), fontsize=6)
