@@ -50,12 +50,12 @@ class BayesConfig:
     """
 
     n_factors: int = 10
-    sweeps: int = 150
-    burn_in: int = 20
-    thin: int = 2  # keep every thin-th sample after burn-in (the model stores kept × n_factors columns)
+    sweeps: int = 40
+    burn_in: int = 10
+    thin: int = 1  # keep every thin-th sample after burn-in (the model stores kept × n_factors columns)
     noise_prior: float = 2.0  # c in g_u, h_i ~ Gamma(c, c)
     beta0: float = 2.0
-    init_std: float = 0.1
+    init_std: float = 0.5
     report_every: int = 25
 
     def __post_init__(self) -> None:
@@ -94,8 +94,6 @@ class _Csr:
         self.col = np.ascontiguousarray(cols[self.order], dtype=np.int64)
         self.values = np.ascontiguousarray(values[self.order], dtype=np.float64)
         self.counts = counts.astype(np.float64)
-        self.inverse = np.empty_like(self.order)  # input rating j is at position inverse[j] here
-        self.inverse[self.order] = np.arange(len(self.order))
 
 
 def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None:
@@ -115,8 +113,6 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
             f"{config.kept} samples x {config.n_factors} = {config.model_factors}"
         )
     kernels = _kernels()
-    from collabkit.training import numba_threads
-
     rng = np.random.default_rng(seed)
     train, valid = learn.dls.train, learn.dls.valid
     users, items = train.x[:, 0].cpu().numpy(), train.x[:, 1].cpu().numpy()
@@ -130,40 +126,35 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     U = config.init_std * rng.standard_normal((n_users, d))
     V = config.init_std * rng.standard_normal((n_items, d))
     g, h, alpha = np.ones(n_users), np.ones(n_items), 2.0
-    resid = np.empty(n)  # residuals r - U_u · V_i, in item order
-    sum_u, sum_i = np.empty(n_users), np.empty(n_items)
     shapes = np.concatenate([
         c + by_user.counts / 2, c + by_item.counts / 2, [1.0 + n / 2],
         (d + n_users - np.arange(d)) / 2, (d + n_items - np.arange(d)) / 2,
     ])
     n_normals = (n_users + n_items + 2 * (d + 1)) * d
     kept_u, kept_v = [], []
-    train_sum = np.zeros(n)  # in item order
+    train_sum = np.zeros(n)
     v_users, v_items = valid.x[:, 0].cpu().numpy(), valid.x[:, 1].cpu().numpy()
     valid_sum = np.zeros(len(v_users))
     reports = math.ceil((config.sweeps - config.burn_in) / config.report_every)
     started = time.perf_counter()
-    with learn.fitting(reports) as callbacks, numba_threads.threads(torch.get_num_threads()) as n_threads:
-        kernels.residuals(by_item.crow, by_item.col, by_item.values, V, U, resid)
+    with learn.fitting(reports) as callbacks:
         for sweep in range(config.sweeps):
-            U_new, V_new = np.empty_like(U), np.empty_like(V)
+            V_mean = np.empty_like(V)
             alpha = kernels.sweep(
                 by_user.crow, by_user.col, by_user.values, by_item.crow, by_item.col, by_item.values,
-                U, V, U_new, V_new, g, h, alpha, resid, rng.standard_gamma(shapes), rng.standard_normal(n_normals),
-                c, config.beta0, sum_u, sum_i, 16 * n_threads,
+                U, V, V_mean, g, h, alpha, rng.standard_gamma(shapes), rng.standard_normal(n_normals), c, config.beta0,
             )
-            U, V = U_new, V_new
             if not (math.isfinite(alpha) and np.isfinite(V).all()):
                 raise TrainingDivergedError(f"the Gibbs sampler diverged at sweep {sweep + 1}")
             if sweep >= config.burn_in and (sweep - config.burn_in) % config.thin == 0:
-                kept_u.append(U)
-                kept_v.append(V)
-                train_sum += by_item.values - resid  # U_u · V_i = r - e (centred ratings)
-                kernels.add_predictions(v_users, v_items, U, V, valid_sum)
+                kept_u.append(U.copy())
+                kept_v.append(V_mean)
+                kernels.add_predictions(users, items, U, V_mean, train_sum)
+                kernels.add_predictions(v_users, v_items, U, V_mean, valid_sum)
             done = sweep + 1 - config.burn_in
             if kept_u and (done % config.report_every == 0 or sweep + 1 == config.sweeps):
                 s = len(kept_u)
-                train_pred = torch.from_numpy(mu + train_sum[by_item.inverse] / s)
+                train_pred = torch.from_numpy(mu + train_sum / s)
                 row = [float(((train_pred - ratings) ** 2).mean())]
                 if len(v_users):
                     valid_pred = torch.from_numpy(mu + valid_sum / s).float()

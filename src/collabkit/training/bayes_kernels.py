@@ -1,114 +1,169 @@
 """Compiled loops of the Gibbs sampler in :mod:`collabkit.training.bayes` (imported on first use).
 
 numba compiles them once and caches the machine code beside this file
-(``cache=True``); they see NumPy arrays only.
+(``cache=True``); they see NumPy arrays only and run on one thread.
+
+Symmetric d × d matrices are kept as their packed lower triangle, element
+``(p, q)``, ``q <= p``, at ``p (p + 1) / 2 + q``. Many small systems are solved
+side by side: a batch holds B of them as columns (``P[:, v]`` is system v), so
+every step of a factorisation is one loop over the batch. That keeps the
+processor busy where one 10 × 10 Cholesky factorisation at a time would wait on
+each square root and division in turn.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
-
-from collabkit.training import numba_threads  # noqa: F401 - numba's own thread pool, before any parallel loop
 
 _JIT = {"cache": True, "fastmath": True, "error_model": "numpy", "nogil": True}
+_BATCH = 64  # systems factorised side by side
 
 
 @numba.njit(inline="always", **_JIT)
-def cholesky(P, inv):
-    """``P = L Lᵀ``: L into P's lower triangle in place, ``1 / L_jj`` into ``inv``."""
-    d = P.shape[0]
+def at(p, q):
+    """Position of element (p, q), q <= p, in a packed lower triangle."""
+    return p * (p + 1) // 2 + q
+
+
+@numba.njit(inline="always", **_JIT)
+def cholesky(P, inv, n):
+    """``P = L Lᵀ`` for the first n systems: L replaces P (packed), ``inv[j] = 1 / L_jj``."""
+    d = inv.shape[0]
     for j in range(d):
-        s = P[j, j]
+        jj = at(j, j)
         for q in range(j):
-            s -= P[j, q] * P[j, q]
-        s = np.sqrt(s)
-        P[j, j] = s
-        inv[j] = 1.0 / s
+            jq = at(j, q)
+            for v in range(n):
+                P[jj, v] -= P[jq, v] * P[jq, v]
+        for v in range(n):
+            s = np.sqrt(P[jj, v])
+            P[jj, v] = s
+            inv[j, v] = 1.0 / s
         for p in range(j + 1, d):
-            t = P[p, j]
+            pj = at(p, j)
             for q in range(j):
-                t -= P[p, q] * P[j, q]
-            P[p, j] = t * inv[j]
+                pq, jq = at(p, q), at(j, q)
+                for v in range(n):
+                    P[pj, v] -= P[pq, v] * P[jq, v]
+            for v in range(n):
+                P[pj, v] *= inv[j, v]
 
 
 @numba.njit(inline="always", **_JIT)
-def gaussian(P, y, z, out, inv):
-    """A draw from ``N(P⁻¹ y, P⁻¹)`` into ``out``, given ``z ~ N(0, I)``; P, y and ``inv`` (scratch) are overwritten.
+def forward(L, inv, y, n):
+    """``L y' = y`` in place, for the first n systems."""
+    d = inv.shape[0]
+    for p in range(d):
+        for q in range(p):
+            pq = at(p, q)
+            for v in range(n):
+                y[p, v] -= L[pq, v] * y[q, v]
+        for v in range(n):
+            y[p, v] *= inv[p, v]
+
+
+@numba.njit(inline="always", **_JIT)
+def backward(L, inv, w, x, n):
+    """``Lᵀ x = w`` for the first n systems."""
+    d = inv.shape[0]
+    for p in range(d - 1, -1, -1):
+        for v in range(n):
+            x[p, v] = w[p, v]
+        for q in range(p + 1, d):
+            qp = at(q, p)
+            for v in range(n):
+                x[p, v] -= L[qp, v] * x[q, v]
+        for v in range(n):
+            x[p, v] *= inv[p, v]
+
+
+@numba.njit(inline="always", **_JIT)
+def gaussian(P, y, z, out, mean, inv, n):
+    """Draws from ``N(P⁻¹ y, P⁻¹)`` into ``out`` given ``z ~ N(0, I)``, for the first n systems
+    (all arrays d × batch, P packed). ``mean`` gets ``P⁻¹ y`` itself; P, y and ``inv`` are overwritten.
 
     With ``P = L Lᵀ``: ``L y' = y`` forward, then ``Lᵀ x = y' + z`` backward, so
-    ``x = P⁻¹ y + L⁻ᵀ z`` and ``Cov(L⁻ᵀ z) = (L Lᵀ)⁻¹``. Only P's lower triangle is read.
+    ``x = P⁻¹ y + L⁻ᵀ z`` and ``Cov(L⁻ᵀ z) = (L Lᵀ)⁻¹``.
     """
-    d = P.shape[0]
-    cholesky(P, inv)
-    for p in range(d):
-        t = y[p]
-        for q in range(p):
-            t -= P[p, q] * y[q]
-        y[p] = t * inv[p]
-    for p in range(d - 1, -1, -1):
-        t = y[p] + z[p]
-        for q in range(p + 1, d):
-            t -= P[q, p] * out[q]
-        out[p] = t * inv[p]
+    cholesky(P, inv, n)
+    forward(P, inv, y, n)
+    backward(P, inv, y, mean, n)
+    for p in range(inv.shape[0]):
+        for v in range(n):
+            y[p, v] += z[p, v]
+    backward(P, inv, y, out, n)
 
 
-@numba.njit(parallel=True, **_JIT)
-def draw_rows(crow, col, r, a, b, others, prec, prec_mean, noise, out, resid, chunks):
+@numba.njit(**_JIT)
+def draw_rows(crow, col, r, a, b, others, prec, prec_mean, noise, out, means, errors):
     """Every row's draw from its Gaussian conditional; ``r`` holds the centred ratings.
 
-    Row u's ratings k (column ``col[k]``, weight ``w_k = a[u] b[col[k]]``, ``o_k = others[col[k]]``):
-    precision ``P = Λ + Σ_k w_k o_k o_kᵀ``, ``P m = Λμ + Σ_k w_k r_k o_k``; ``out[u] ~ N(m, P⁻¹)``
-    with ``noise[u]`` as its N(0, I) draw. If ``resid`` is not empty, it gets the residuals
-    ``r_k - out[u] · o_k`` of the new rows, in the same order as ``r``.
+    Row u's ratings k (column ``j = col[k]``, weight ``a[u] b[j]``, ``o_j = others[j]``):
+    precision ``P = Λ + a[u] Σ_k b_j o_j o_jᵀ``, ``P m = Λμ + a[u] Σ_k r_k b_j o_j``;
+    ``out[u] ~ N(m, P⁻¹)`` with ``noise[u]`` as its N(0, I) draw, and ``means[u]`` gets m
+    (unless ``means`` is empty). ``errors[u]`` gets the row's weighted squared error
+    ``Σ_k b_j (r_k - out[u] · o_j)²``, from the same sums:
+    ``Σ b r² - 2 x · Σ b r o + xᵀ (Σ b o oᵀ) x``.
+
+    Because the weights factorise, each column's ``(b_j o_j o_jᵀ, b_j o_j, b_j)`` is formed
+    once, and a row's sums are one pass over its ratings, one contiguous run of
+    d(d+1)/2 + d + 1 numbers per rating.
     """
     d = others.shape[1]
-    residuals = resid.shape[0] > 0
+    t = d * (d + 1) // 2
+    width = t + d + 1
+    table = np.empty((others.shape[0], width))  # per column: packed b o oᵀ, then b o, then b
+    for j in range(others.shape[0]):
+        for p in range(d):
+            x = b[j] * others[j, p]
+            table[j, t + p] = x
+            for q in range(p + 1):
+                table[j, at(p, q)] = x * others[j, q]
+        table[j, width - 1] = b[j]
+    packed_prec = np.empty(t)
+    for p in range(d):
+        for q in range(p + 1):
+            packed_prec[at(p, q)] = prec[p, q]
+    sums, coef = np.empty(width), np.ones(width)  # coef: 1 for b o oᵀ, r_k for b o, r_k² for b
+    P, y, z = np.empty((t, _BATCH)), np.empty((d, _BATCH)), np.empty((d, _BATCH))
+    quad, rated, squares = np.empty((t, _BATCH)), np.empty((d, _BATCH)), np.empty(_BATCH)
+    draw, mean, inv = np.empty((d, _BATCH)), np.empty((d, _BATCH)), np.empty((d, _BATCH))
     n_rows = out.shape[0]
-    n_chunks = min(n_rows, chunks)  # rows are taken in chunks, each with its own scratch memory
-    for chunk in prange(n_chunks):
-        first, stop = chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks
-        longest = 0
-        for u in range(first, stop):
-            longest = max(longest, crow[u + 1] - crow[u])
-        X = np.empty((d, longest))  # a row's o_k as columns: each sum below runs over contiguous memory
-        XW = np.empty((d, longest))
-        wr = np.empty(longest)
-        P = np.empty((d, d))
-        y = np.empty(d)
-        inv = np.empty(d)
-        for u in range(first, stop):
-            lo, hi = crow[u], crow[u + 1]
-            m = hi - lo
-            au = a[u]
-            for k in range(m):
-                i = col[lo + k]
-                w = au * b[i]
-                wr[k] = w * r[lo + k]
-                for p in range(d):
-                    X[p, k] = others[i, p]
-                    XW[p, k] = w * others[i, p]
+    for first in range(0, n_rows, _BATCH):
+        n = min(_BATCH, n_rows - first)
+        for v in range(n):
+            u = first + v
+            sums[:] = 0.0
+            for k in range(crow[u], crow[u + 1]):
+                row = table[col[k]]
+                coef[t:width - 1] = r[k]
+                coef[width - 1] = r[k] * r[k]
+                for s in range(width):
+                    sums[s] += coef[s] * row[s]
+            for s in range(t):
+                quad[s, v] = sums[s]
+                P[s, v] = packed_prec[s] + a[u] * sums[s]
             for p in range(d):
-                s = 0.0
-                for k in range(m):
-                    s += wr[k] * X[p, k]
-                y[p] = prec_mean[p] + s
-                for q in range(p + 1):
-                    s = 0.0
-                    for k in range(m):
-                        s += XW[p, k] * X[q, k]
-                    P[p, q] = prec[p, q] + s
-            gaussian(P, y, noise[u], out[u], inv)
-            if residuals:
-                for k in range(m):
-                    wr[k] = r[lo + k]
+                rated[p, v] = sums[t + p]
+                y[p, v] = prec_mean[p] + a[u] * sums[t + p]
+                z[p, v] = noise[u, p]
+            squares[v] = sums[width - 1]
+        gaussian(P, y, z, draw, mean, inv, n)
+        for v in range(n):
+            u = first + v
+            e = squares[v]
+            for p in range(d):
+                x = draw[p, v]
+                out[u, p] = x
+                e -= 2.0 * x * rated[p, v]
+                e += x * x * quad[at(p, p), v]
+                for q in range(p):
+                    e += 2.0 * x * draw[q, v] * quad[at(p, q), v]
+            errors[u] = max(e, 0.0)
+            if means.shape[0] > 0:
                 for p in range(d):
-                    x = out[u, p]
-                    for k in range(m):
-                        wr[k] -= x * X[p, k]
-                for k in range(m):
-                    resid[lo + k] = wr[k]
+                    means[u, p] = mean[p, v]
 
 
 @numba.njit(**_JIT)
@@ -121,50 +176,50 @@ def normal_wishart(rows, beta0, z, chi2, mean_out, prec_out):
     the diagonal; then ``μ ~ N(n x̄/(β₀+n), ((β₀+n)Λ)⁻¹)`` with ``z[d]`` as its N(0, I) draw.
     """
     n, d = rows.shape
+    t = d * (d + 1) // 2
     mean = np.zeros(d)
     for u in range(n):
         for p in range(d):
             mean[p] += rows[u, p]
     mean /= n
-    S = np.zeros((d, d))
+    S = np.zeros((t, 1))  # packed, one system
     for u in range(n):
         for p in range(d):
             xp = rows[u, p] - mean[p]
             for q in range(p + 1):
-                S[p, q] += xp * (rows[u, q] - mean[q])
+                S[at(p, q), 0] += xp * (rows[u, q] - mean[q])
     shrink = beta0 * n / (beta0 + n)
     for p in range(d):
-        S[p, p] += 1.0
+        S[at(p, p), 0] += 1.0
         for q in range(p + 1):
-            S[p, q] += shrink * mean[p] * mean[q]
-    inv = np.empty(d)
-    cholesky(S, inv)  # lower triangle: C
-    A = np.zeros((d, d))
-    for p in range(d):
-        A[p, p] = np.sqrt(chi2[p])
-        for q in range(p):
-            A[p, q] = z[p, q]
-    # F A = C⁻ᵀ A: solve Cᵀ X = A column by column (Cᵀ is upper triangular)
+            S[at(p, q), 0] += shrink * mean[p] * mean[q]
+    inv = np.empty((d, 1))
+    cholesky(S, inv, 1)  # C
+    # F A = C⁻ᵀ A: solve Cᵀ X = A column by column
+    column, root = np.zeros((d, 1)), np.empty((d, d))
     for j in range(d):
-        for p in range(d - 1, -1, -1):
-            t = A[p, j]
-            for q in range(p + 1, d):
-                t -= S[q, p] * A[q, j]
-            A[p, j] = t * inv[p]
+        for p in range(d):
+            column[p, 0] = np.sqrt(chi2[j]) if p == j else (z[p, j] if p > j else 0.0)
+        backward(S, inv, column, column, 1)
+        for p in range(d):
+            root[p, j] = column[p, 0]
+    P = np.empty((t, 1))
     for p in range(d):
         for q in range(p + 1):
-            t = 0.0
+            s = 0.0
             for j in range(d):
-                t += A[p, j] * A[q, j]
-            prec_out[p, q] = t
-            prec_out[q, p] = t
+                s += root[p, j] * root[q, j]
+            prec_out[p, q] = s
+            prec_out[q, p] = s
+            P[at(p, q), 0] = (beta0 + n) * s
     # μ: precision (β₀+n)Λ, mean n x̄/(β₀+n), i.e. y = (β₀+n)Λ · n x̄/(β₀+n) = n Λ x̄
-    P = (beta0 + n) * prec_out
-    y = np.zeros(d)
+    y = np.zeros((d, 1))
     for p in range(d):
         for q in range(d):
-            y[p] += n * prec_out[p, q] * mean[q]
-    gaussian(P, y, z[d], mean_out, inv)
+            y[p, 0] += n * prec_out[p, q] * mean[q]
+    out, unused = np.empty((d, 1)), np.empty((d, 1))
+    gaussian(P, y, z[d:].T.copy(), out, unused, inv, 1)
+    mean_out[:] = out[:, 0]
 
 
 @numba.njit(**_JIT)
@@ -176,13 +231,13 @@ def matvec(A, x):
     return y
 
 
-@numba.njit(parallel=True, **_JIT)
-def sweep(
-    ucrow, ucol, ur, icrow, icol, ir, U, V, U_new, V_new, g, h, alpha, resid, unit_gamma, normals,
-    noise_prior, beta0, sum_u, sum_i, chunks,
-):
-    """One Gibbs sweep (see :func:`fit_bayes`); returns the new α. ``resid``: the residuals
-    of (U, V), in item order, on entry; of (U_new, V_new) on return.
+@numba.njit(**_JIT)
+def sweep(ucrow, ucol, ur, icrow, icol, ir, U, V, V_mean, g, h, alpha, unit_gamma, normals, noise_prior, beta0):
+    """One Gibbs sweep (see :func:`fit_bayes`), in place; returns the new α.
+
+    In turn: the users' hyper-parameters, U, g, the items' hyper-parameters, V, h and α,
+    each drawn given the latest values of the rest. ``V_mean`` gets the items'
+    conditional means given the new U (the Rao-Blackwellised factors the predictions use).
 
     ``unit_gamma`` holds Gamma(shape, 1) draws, shapes ``c + n_u/2`` (users), ``c + n_i/2``
     (items), ``1 + N/2`` (α) and ``(d + n - j)/2`` for the two Wishart draws (users, items);
@@ -191,29 +246,9 @@ def sweep(
     n_users, d = U.shape
     n_items = V.shape[0]
     c = noise_prior
-    # g_u | h, α, residuals: Gamma(c + n_u/2, c + α Σ_i h_i e²/2)
-    sum_u[:] = 0.0
-    for i in range(n_items):
-        hi = h[i]
-        for k in range(icrow[i], icrow[i + 1]):
-            sum_u[icol[k]] += hi * resid[k] * resid[k]
-    for u in range(n_users):
-        g[u] = unit_gamma[u] / (c + alpha * sum_u[u] / 2)
-    # h_i | g, α: Gamma(c + n_i/2, c + α Σ_u g_u e²/2)
-    total = 0.0
-    for i in prange(n_items):
-        s = 0.0
-        for k in range(icrow[i], icrow[i + 1]):
-            s += g[icol[k]] * resid[k] * resid[k]
-        sum_i[i] = s
-    for i in range(n_items):
-        h[i] = unit_gamma[n_users + i] / (c + alpha * sum_i[i] / 2)
-        total += h[i] * sum_i[i]
-    # α | g, h: Gamma(1 + N/2, 1 + Σ g_u h_i e²/2)
-    at = n_users + n_items
-    alpha = unit_gamma[at] / (1.0 + total / 2)
-    chi_u = 2.0 * unit_gamma[at + 1: at + 1 + d]
-    chi_i = 2.0 * unit_gamma[at + 1 + d: at + 1 + 2 * d]
+    first = n_users + n_items
+    chi_u = 2.0 * unit_gamma[first + 1: first + 1 + d]
+    chi_i = 2.0 * unit_gamma[first + 1 + d: first + 1 + 2 * d]
     zu = normals[: n_users * d].reshape((n_users, d))
     zi = normals[n_users * d: (n_users + n_items) * d].reshape((n_items, d))
     base = (n_users + n_items) * d
@@ -221,30 +256,28 @@ def sweep(
     wi = normals[base + (d + 1) * d: base + 2 * (d + 1) * d].reshape((d + 1, d))
     mean = np.empty(d)
     prec = np.empty((d, d))
+    errors_u, errors_i = np.empty(n_users), np.empty(n_items)
     normal_wishart(U, beta0, wu, chi_u, mean, prec)
-    draw_rows(ucrow, ucol, ur, alpha * g, h, V, prec, matvec(prec, mean), zu, U_new, resid[:0], chunks)
+    draw_rows(ucrow, ucol, ur, alpha * g, h, V, prec, matvec(prec, mean), zu, U, U[:0], errors_u)
+    # g_u | U, V, h, α: Gamma(c + n_u/2, c + α Σ_i h_i e²/2)
+    for u in range(n_users):
+        g[u] = unit_gamma[u] / (c + alpha * errors_u[u] / 2)
     normal_wishart(V, beta0, wi, chi_i, mean, prec)
-    draw_rows(icrow, icol, ir, alpha * h, g, U_new, prec, matvec(prec, mean), zi, V_new, resid, chunks)
-    return alpha
+    draw_rows(icrow, icol, ir, alpha * h, g, U, prec, matvec(prec, mean), zi, V, V_mean, errors_i)
+    # h_i | U, V, g, α: Gamma(c + n_i/2, c + α Σ_u g_u e²/2)
+    total = 0.0
+    for i in range(n_items):
+        h[i] = unit_gamma[n_users + i] / (c + alpha * errors_i[i] / 2)
+        total += h[i] * errors_i[i]
+    # α | U, V, g, h: Gamma(1 + N/2, 1 + Σ g_u h_i e²/2)
+    return unit_gamma[first] / (1.0 + total / 2)
 
 
-@numba.njit(parallel=True, **_JIT)
-def residuals(crow, col, r, rows, others, out):
-    """``out[k] = r_k - rows[u] · others[col[k]]`` for the ratings k of each row u."""
-    d = rows.shape[1]
-    for u in prange(rows.shape[0]):
-        for k in range(crow[u], crow[u + 1]):
-            e = r[k]
-            for p in range(d):
-                e -= rows[u, p] * others[col[k], p]
-            out[k] = e
-
-
-@numba.njit(parallel=True, **_JIT)
+@numba.njit(**_JIT)
 def add_predictions(users, items, U, V, out):
     """``out[k] += U[users[k]] · V[items[k]]``."""
     d = U.shape[1]
-    for k in prange(users.shape[0]):
+    for k in range(users.shape[0]):
         u, i = users[k], items[k]
         s = 0.0
         for p in range(d):
