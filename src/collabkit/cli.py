@@ -441,7 +441,7 @@ def _train(args: argparse.Namespace, device: torch.device) -> int:
         fit(learn, config, lr=lr, checkpoint=args.checkpoint)
     preds, targs = learn.get_preds()
     valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
-    print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.1f} s in all)")
+    print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.2f} s in all)")
 
     info = {
         "data": dataset.name,

@@ -8,21 +8,28 @@ per user and per item)::
     (μ_U, Λ_U), (μ_V, Λ_V) ~ Normal-Wishart(0, β₀, ν₀ = D, W₀ = I)
     α ~ Gamma(1, 1)            g_u, h_i ~ Gamma(c, c)   (mean 1: some users and items are noisier)
 
-Every sweep draws, in turn, the noise precisions, the user hyper-parameters,
-all users at once, the item hyper-parameters and all items at once. A user's
-conditional is Gaussian with precision ``Λ_U + Σ_j w_uj V_j V_jᵀ``. A sweep is
-one call of compiled loops (:mod:`collabkit.training.bayes_kernels`, numba):
-per user, the sums over its ratings, a 10 × 10 Cholesky factorisation and the
-draw, users split across threads. The random numbers come from one NumPy
-generator seeded by ``seed``, drawn in the same order whatever the thread count,
-so a fit is reproducible and does not depend on the number of threads.
+Every sweep draws, in turn, the user hyper-parameters, all users at once, the
+users' noise precisions g, the item hyper-parameters, all items at once, h and
+α, each given the latest values of the rest. A user's conditional is Gaussian
+with precision ``Λ_U + α g_u Σ_i h_i V_i V_iᵀ``. Because the weight ``g_u h_i``
+factorises, the sums for all users are sparse-times-dense products: the
+(users × items) pattern of the ratings times a table of ``h_i V_i V_iᵀ`` (packed
+lower triangles), the centred ratings times ``h_i V_i``, and their squares times
+``h``. The same sums give each user's weighted squared error
+``Σ_i h_i (r_ui - U_u · V_i)²`` for the draw of g, without a pass over the
+ratings. Then one batched Cholesky factorisation and two triangular solves
+draw every user. The random numbers come from one NumPy generator seeded by
+``seed``, so a fit is reproducible.
 
 The prediction is the posterior mean of ``μ + U_u · V_i``, averaged over the
-samples kept after burn-in. It is stored as an ordinary ``DotProductBias``
-(``y_range=None``): the kept samples side by side, scaled by ``1/√S``, so that
-one dot product is the average of the S sampled ones::
+samples kept after burn-in, Rao-Blackwellised: each kept sample pairs the users
+drawn with the items' conditional means given those users, the exact
+expectation of ``U_u · V_i`` over the items' draw, so fewer sweeps give the same
+accuracy. It is stored as an ordinary ``DotProductBias`` (``y_range=None``): the
+kept samples side by side, scaled by ``1/√S``, so that one dot product is the
+average of the S sampled ones::
 
-    [U¹ … Uˢ]/√S · [V¹ … Vˢ]/√S = (1/S) Σ_s Uˢ · Vˢ
+    [U¹ … Uˢ]/√S · [M¹ … Mˢ]/√S = (1/S) Σ_s Uˢ · Mˢ
 
 The saved model therefore predicts, recommends, folds in new users and loads
 exactly like any other.
@@ -32,11 +39,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from collabkit.errors import TrainingDivergedError
 from collabkit.models import DotProductBias
 
 
@@ -44,14 +53,15 @@ from collabkit.models import DotProductBias
 class BayesConfig:
     """Settings of the Gibbs sampler.
 
-    The defaults (10 factors, 150 sweeps, 20 burn-in, every 2nd kept: 65
-    samples) reach RMSE 0.905 on ML-100K u1; 200 sweeps with 50 burn-in reach
-    0.904 in a third more time (docs/benchmarks.md).
+    The defaults (10 factors, 30 sweeps, 5 burn-in, every sample kept: 25)
+    reach RMSE 0.907 on ML-100K u1 (docs/benchmarks.md). Starting the factors
+    at a standard deviation of 0.5 rather than near zero is what lets the
+    chain settle within a few sweeps.
     """
 
     n_factors: int = 10
-    sweeps: int = 40
-    burn_in: int = 10
+    sweeps: int = 30
+    burn_in: int = 5
     thin: int = 1  # keep every thin-th sample after burn-in (the model stores kept × n_factors columns)
     noise_prior: float = 2.0  # c in g_u, h_i ~ Gamma(c, c)
     beta0: float = 2.0
@@ -77,23 +87,106 @@ class BayesConfig:
         return self.kept * self.n_factors
 
 
-def _kernels():
-    """The compiled loops (numba is imported, and its cached machine code loaded, on first use only)."""
-    from collabkit.training import bayes_kernels
+class _Ratings:
+    """The centred ratings seen from one side (rows × columns): sparse CSR matrices of the
+    pattern (ones), the ratings and their squares, each row's ratings contiguous."""
 
-    return bayes_kernels
-
-
-class _Csr:
-    """The ratings in one orientation: each row's ratings contiguous (row pointer, column, value)."""
-
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int) -> None:
-        self.order = np.lexsort((cols, rows))  # position k here is rating order[k] of the input
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int) -> None:
+        order = np.argsort(rows, kind="stable")
         counts = np.bincount(rows, minlength=n_rows)
-        self.crow = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.col = np.ascontiguousarray(cols[self.order], dtype=np.int64)
-        self.values = np.ascontiguousarray(values[self.order], dtype=np.float64)
+        crow = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        col = torch.from_numpy(cols[order].astype(np.int64))
+        ratings = torch.from_numpy(np.ascontiguousarray(values[order], dtype=np.float64))
+        with warnings.catch_warnings():  # torch calls its sparse CSR support "beta"; these products are all we use
+            warnings.simplefilter("ignore", UserWarning)
+            def csr(v): return torch.sparse_csr_tensor(crow, col, v, (n_rows, n_cols), check_invariants=False)
+            self.ones, self.ratings, self.squares = csr(torch.ones_like(ratings)), csr(ratings), csr(ratings**2)
+        self.values = ratings  # in row order
         self.counts = counts.astype(np.float64)
+
+
+def _packed_outer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each row's ``x yᵀ``, lower triangle packed row by row: element (p, q ≤ p) at p(p+1)/2 + q."""
+    return torch.cat([x[:, p:p + 1] * y[:, :p + 1] for p in range(x.shape[1])], 1)
+
+
+def draw_rows(
+    side: _Ratings, others: torch.Tensor, a: torch.Tensor, b: torch.Tensor, prec: torch.Tensor,
+    prec_mean: torch.Tensor, noise: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every row's draw from its Gaussian conditional.
+
+    Row u, with ratings r_uj (centred) of columns j, weights ``a[u] b[j]`` and
+    ``o_j = others[j]``: precision ``P = Λ + a[u] Σ_j b_j o_j o_jᵀ``,
+    ``P m = Λμ + a[u] Σ_j b_j r_uj o_j`` (``prec`` is Λ, ``prec_mean`` is Λμ). Returns
+    the draws ``m + L⁻ᵀ noise[u]`` (``P = L Lᵀ``, so their covariance is ``P⁻¹``), the
+    means m, and each row's weighted squared error ``Σ_j b_j (r_uj - x_u · o_j)²``
+    of its draw x_u, from the same sums: ``Σ b r² - 2 x · Σ b r o + xᵀ (Σ b o oᵀ) x``.
+    """
+    n, d = noise.shape
+    weighted = others * b[:, None]
+    quad = side.ones @ _packed_outer(weighted, others)  # Σ_j b_j o_j o_jᵀ, packed
+    rated = side.ratings @ weighted
+    squares = side.squares @ b
+    P = prec.expand(n, d, d).clone()  # the factorisation reads the lower triangle only
+    start = 0
+    for p in range(d):
+        P[:, p, :p + 1].addcmul_(a[:, None], quad[:, start:start + p + 1])
+        start += p + 1
+    L, info = torch.linalg.cholesky_ex(P)
+    if info.any():
+        raise TrainingDivergedError("the Gibbs sampler diverged: a conditional precision matrix is not positive definite")
+    forward = torch.linalg.solve_triangular(L, torch.addcmul(prec_mean, a[:, None], rated).unsqueeze(-1), upper=False)
+    both = torch.linalg.solve_triangular(L.mT, torch.cat([forward, forward + noise.unsqueeze(-1)], 2), upper=True)
+    means, draws = both[..., 0], both[..., 1]
+    # xᵀ (Σ b o oᵀ) x = (xᵀ P x - xᵀ Λ x) / a, and xᵀ P x = |Lᵀ x|²
+    root = (L.mT @ draws.unsqueeze(-1))[..., 0]
+    quadratic = ((root * root).sum(1) - ((draws @ prec) * draws).sum(1)) / a
+    errors = (squares - 2 * (draws * rated).sum(1) + quadratic).clamp_min_(0.0)
+    return draws, means, errors
+
+
+def normal_wishart(rows: np.ndarray, beta0: float, z: np.ndarray, chi2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A draw of (μ, Λ) from the Normal-Wishart posterior given ``rows`` (n × d).
+
+    ``Λ ~ Wishart(d + n, S⁻¹)``, ``S = I + Σ (x - x̄)(x - x̄)ᵀ + β₀n/(β₀+n) x̄x̄ᵀ``, by Bartlett:
+    ``Λ = F A Aᵀ Fᵀ`` with ``F = C⁻ᵀ`` (``S = C Cᵀ``), A lower triangular with
+    ``A_jj = √chi2[j]`` (``chi2[j] ~ χ²(d + n - j)``) and ``A_pq = z[p, q]`` below
+    the diagonal; then ``μ ~ N(n x̄/(β₀+n), ((β₀+n)Λ)⁻¹)`` with ``z[d]`` as its N(0, I) draw.
+    """
+    n, d = rows.shape
+    mean = rows.mean(0)
+    centred = rows - mean
+    S = np.eye(d) + centred.T @ centred + beta0 * n / (beta0 + n) * np.outer(mean, mean)
+    A = np.tril(z[:d], -1) + np.diag(np.sqrt(chi2))
+    root = np.linalg.solve(np.linalg.cholesky(S).T, A)
+    prec = root @ root.T
+    factor = np.linalg.cholesky((beta0 + n) * prec)
+    return n * mean / (beta0 + n) + np.linalg.solve(factor.T, z[d]), prec
+
+
+def gibbs_sweep(
+    by_user: _Ratings, by_item: _Ratings, U: torch.Tensor, V: torch.Tensor, g: torch.Tensor, h: torch.Tensor,
+    alpha: float, unit_gamma: np.ndarray, normals: np.ndarray, noise_prior: float, beta0: float,
+):
+    """One sweep (see the module's docstring); returns the new ``(U, V, V_mean, g, h, alpha)``,
+    ``V_mean`` being the items' conditional means given the new U.
+
+    ``unit_gamma`` holds Gamma(shape, 1) draws, shapes ``c + n_u/2`` (users), ``c + n_i/2``
+    (items), ``1 + N/2`` (α) and ``(d + n - j)/2`` for the two Wishart draws (users, items);
+    ``normals`` the N(0, 1) draws: users × d, items × d, then (d + 1) × d for each Wishart.
+    """
+    (n_users, d), n_items, c = U.shape, V.shape[0], noise_prior
+    gammas = np.split(unit_gamma, np.cumsum([n_users, n_items, 1, d]))
+    noise = np.split(normals, np.cumsum([n_users * d, n_items * d, (d + 1) * d]))
+    mean, prec = (torch.from_numpy(t) for t in normal_wishart(U.numpy(), beta0, noise[2].reshape(d + 1, d), 2 * gammas[3]))
+    U, _, errors = draw_rows(by_user, V, alpha * g, h, prec, prec @ mean, torch.from_numpy(noise[0].reshape(n_users, d)))
+    g = torch.from_numpy(gammas[0]) / (c + alpha * errors / 2)  # Gamma(c + n_u/2, c + α Σ_i h_i e²/2)
+    mean, prec = (torch.from_numpy(t) for t in normal_wishart(V.numpy(), beta0, noise[3].reshape(d + 1, d), 2 * gammas[4]))
+    V, V_mean, errors = draw_rows(by_item, U, alpha * h, g, prec, prec @ mean, torch.from_numpy(noise[1].reshape(n_items, d)))
+    h = torch.from_numpy(gammas[1]) / (c + alpha * errors / 2)  # Gamma(c + n_i/2, c + α Σ_u g_u e²/2)
+    alpha = float(gammas[2][0]) / (1.0 + float(h @ errors) / 2)  # Gamma(1 + N/2, 1 + Σ g_u h_i e²/2)
+    return U, V, V_mean, g, h, alpha
 
 
 def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None:
@@ -112,7 +205,6 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
             f"the model has {model.u_weight.embedding_dim} factors; this sampler stores "
             f"{config.kept} samples x {config.n_factors} = {config.model_factors}"
         )
-    kernels = _kernels()
     rng = np.random.default_rng(seed)
     train, valid = learn.dls.train, learn.dls.valid
     users, items = train.x[:, 0].cpu().numpy(), train.x[:, 1].cpu().numpy()
@@ -120,44 +212,46 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     n_users, n_items, n = model.u_weight.num_embeddings, model.i_weight.num_embeddings, len(ratings)
     mu = float(ratings.mean())
     centred = ratings.numpy() - mu
-    by_user = _Csr(users, items, centred, n_users)
-    by_item = _Csr(items, users, centred, n_items)
+    by_user = _Ratings(users, items, centred, n_users, n_items)
+    by_item = _Ratings(items, users, centred, n_items, n_users)
     d, c = config.n_factors, config.noise_prior
-    U = config.init_std * rng.standard_normal((n_users, d))
-    V = config.init_std * rng.standard_normal((n_items, d))
-    g, h, alpha = np.ones(n_users), np.ones(n_items), 2.0
+    U = torch.from_numpy(config.init_std * rng.standard_normal((n_users, d)))
+    V = torch.from_numpy(config.init_std * rng.standard_normal((n_items, d)))
+    g, h, alpha = torch.ones(n_users, dtype=torch.float64), torch.ones(n_items, dtype=torch.float64), 2.0
     shapes = np.concatenate([
         c + by_user.counts / 2, c + by_item.counts / 2, [1.0 + n / 2],
         (d + n_users - np.arange(d)) / 2, (d + n_items - np.arange(d)) / 2,
     ])
     n_normals = (n_users + n_items + 2 * (d + 1)) * d
     kept_u, kept_v = [], []
-    train_sum = np.zeros(n)
-    v_users, v_items = valid.x[:, 0].cpu().numpy(), valid.x[:, 1].cpu().numpy()
-    valid_sum = np.zeros(len(v_users))
+    train_sum = torch.zeros(n, dtype=torch.float64)  # in by_user's order
+    v_users, v_items = valid.x[:, 0].cpu().long(), valid.x[:, 1].cpu().long()
+    valid_sum = torch.zeros(len(v_users), dtype=torch.float64)
     reports = math.ceil((config.sweeps - config.burn_in) / config.report_every)
+    summed = 0  # kept samples already in train_sum
     started = time.perf_counter()
     with learn.fitting(reports) as callbacks:
         for sweep in range(config.sweeps):
-            V_mean = np.empty_like(V)
-            alpha = kernels.sweep(
-                by_user.crow, by_user.col, by_user.values, by_item.crow, by_item.col, by_item.values,
-                U, V, V_mean, g, h, alpha, rng.standard_gamma(shapes), rng.standard_normal(n_normals), c, config.beta0,
+            U, V, V_mean, g, h, alpha = gibbs_sweep(
+                by_user, by_item, U, V, g, h, alpha, rng.standard_gamma(shapes), rng.standard_normal(n_normals),
+                c, config.beta0,
             )
-            if not (math.isfinite(alpha) and np.isfinite(V).all()):
+            if not (math.isfinite(alpha) and torch.isfinite(V).all()):
                 raise TrainingDivergedError(f"the Gibbs sampler diverged at sweep {sweep + 1}")
             if sweep >= config.burn_in and (sweep - config.burn_in) % config.thin == 0:
-                kept_u.append(U.copy())
+                kept_u.append(U)
                 kept_v.append(V_mean)
-                kernels.add_predictions(users, items, U, V_mean, train_sum)
-                kernels.add_predictions(v_users, v_items, U, V_mean, valid_sum)
+                valid_sum += (U[v_users] * V_mean[v_items]).sum(1)
             done = sweep + 1 - config.burn_in
             if kept_u and (done % config.report_every == 0 or sweep + 1 == config.sweeps):
                 s = len(kept_u)
-                train_pred = torch.from_numpy(mu + train_sum / s)
-                row = [float(((train_pred - ratings) ** 2).mean())]
+                # the training predictions of the samples kept since the last report, in one product
+                new_u, new_v = torch.cat(kept_u[summed:], 1), torch.cat(kept_v[summed:], 1)
+                train_sum += torch.sparse.sampled_addmm(by_user.ones, new_u, new_v.T, beta=0.0).values()
+                summed = s
+                row = [float(((train_sum / s - by_user.values) ** 2).mean())]
                 if len(v_users):
-                    valid_pred = torch.from_numpy(mu + valid_sum / s).float()
+                    valid_pred = (mu + valid_sum / s).float()
                     targets = valid.y.cpu()
                     row += [float(((valid_pred - targets) ** 2).mean()),
                             *(float(m(valid_pred, targets)) for m in learn.metrics)]
@@ -171,7 +265,7 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     scale = 1.0 / math.sqrt(len(kept_u))
     device = model.u_weight.weight.device
     with torch.no_grad():
-        model.u_weight.weight.copy_(torch.from_numpy(np.concatenate(kept_u, 1) * scale).to(device))
-        model.i_weight.weight.copy_(torch.from_numpy(np.concatenate(kept_v, 1) * scale).to(device))
+        model.u_weight.weight.copy_((torch.cat(kept_u, 1) * scale).to(device))
+        model.i_weight.weight.copy_((torch.cat(kept_v, 1) * scale).to(device))
         model.u_bias.weight.fill_(mu)
         model.i_bias.weight.zero_()
