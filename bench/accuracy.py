@@ -48,14 +48,14 @@ VARIANTS = {
     "row-sparse Adagrad, 50 factors, λ 0.05, lr 0.05, 20 epochs, bs 1024": PRESETS["lesson"].replace(
         solver="sparse", n_factors=50, wd=0.05, lr=0.05, epochs=20, bs=1024),
     "Bayesian PMF, 5 factors": PRESETS["default"].replace(n_factors=5),
-    "Bayesian PMF, 10 factors (default: 150 sweeps, 20 burn-in, every 2nd kept)": PRESETS["default"],
-    "Bayesian PMF, 200 sweeps, 50 burn-in (the default before the numba sampler)": PRESETS["default"].replace(
-        sweeps=200, burn_in=50),
+    "Bayesian PMF, 10 factors (default: 30 sweeps, 5 burn-in, every sample kept)": PRESETS["default"],
     "Bayesian PMF, 15 factors": PRESETS["default"].replace(n_factors=15),
-    "Bayesian PMF, every sample kept": PRESETS["default"].replace(thin=1),
-    "Bayesian PMF, every 5th sample kept": PRESETS["default"].replace(thin=5),
-    "Bayesian PMF, 100 sweeps, 25 burn-in": PRESETS["default"].replace(sweeps=100, burn_in=25),
-    "Bayesian PMF, 400 sweeps, 100 burn-in": PRESETS["default"].replace(sweeps=400, burn_in=100),
+    "Bayesian PMF, every 2nd sample kept": PRESETS["default"].replace(thin=2),
+    "Bayesian PMF, 20 sweeps": PRESETS["default"].replace(sweeps=20),
+    "Bayesian PMF, 40 sweeps": PRESETS["default"].replace(sweeps=40),
+    "Bayesian PMF, 60 sweeps, 10 burn-in": PRESETS["default"].replace(sweeps=60, burn_in=10),
+    "Bayesian PMF, 150 sweeps, 20 burn-in, every 2nd kept (the chain of the numba sampler)": PRESETS["default"].replace(
+        sweeps=150, burn_in=20, thin=2),
 }
 
 

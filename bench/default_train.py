@@ -50,8 +50,8 @@ def main() -> None:
         label = "default" if sweeps is None else f"default, --sweeps {sweeps}"
         times = [t for _, t, _ in results]
         walls = [w for _, _, w in results]
-        print(f"| {label} | {results[0][0]:.4f} | {statistics.median(times):.1f} | {', '.join(map(str, times))} "
-              f"| {statistics.median(walls):.1f} |", flush=True)
+        print(f"| {label} | {results[0][0]:.4f} | {statistics.median(times):.2f} | {', '.join(map(str, times))} "
+              f"| {statistics.median(walls):.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ from collabkit.datasets import (
 )
 from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.errors import CollabkitError
-from collabkit.interpret import item_bias_table, item_pca, save_plots
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias
 from collabkit.recommend import Recommender
@@ -570,6 +569,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from collabkit.interpret import item_bias_table, item_pca, save_plots  # matplotlib: only this command needs it
+
     rec = Recommender.load(args.model)
     tables: dict[str, pd.DataFrame] = {}
     if isinstance(rec.model, DotProductBias):

@@ -135,7 +135,7 @@ def draw_rows(
         start += p + 1
     L, info = torch.linalg.cholesky_ex(P)
     if info.any():
-        raise TrainingDivergedError("the Gibbs sampler diverged: a conditional precision matrix is not positive definite")
+        raise TrainingDivergedError("the Gibbs sampler diverged: a conditional precision is not positive definite")
     forward = torch.linalg.solve_triangular(L, torch.addcmul(prec_mean, a[:, None], rated).unsqueeze(-1), upper=False)
     both = torch.linalg.solve_triangular(L.mT, torch.cat([forward, forward + noise.unsqueeze(-1)], 2), upper=True)
     means, draws = both[..., 0], both[..., 1]
@@ -179,11 +179,17 @@ def gibbs_sweep(
     (n_users, d), n_items, c = U.shape, V.shape[0], noise_prior
     gammas = np.split(unit_gamma, np.cumsum([n_users, n_items, 1, d]))
     noise = np.split(normals, np.cumsum([n_users * d, n_items * d, (d + 1) * d]))
-    mean, prec = (torch.from_numpy(t) for t in normal_wishart(U.numpy(), beta0, noise[2].reshape(d + 1, d), 2 * gammas[3]))
-    U, _, errors = draw_rows(by_user, V, alpha * g, h, prec, prec @ mean, torch.from_numpy(noise[0].reshape(n_users, d)))
+
+    def prior(rows: torch.Tensor, z: np.ndarray, gamma: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Λ, Λμ)`` of one side's Normal-Wishart draw."""
+        mean, prec = normal_wishart(rows.numpy(), beta0, z.reshape(d + 1, d), 2 * gamma)
+        return torch.from_numpy(prec), torch.from_numpy(prec @ mean)
+
+    U, _, errors = draw_rows(by_user, V, alpha * g, h, *prior(U, noise[2], gammas[3]),
+                             torch.from_numpy(noise[0]).view(n_users, d))
     g = torch.from_numpy(gammas[0]) / (c + alpha * errors / 2)  # Gamma(c + n_u/2, c + α Σ_i h_i e²/2)
-    mean, prec = (torch.from_numpy(t) for t in normal_wishart(V.numpy(), beta0, noise[3].reshape(d + 1, d), 2 * gammas[4]))
-    V, V_mean, errors = draw_rows(by_item, U, alpha * h, g, prec, prec @ mean, torch.from_numpy(noise[1].reshape(n_items, d)))
+    V, V_mean, errors = draw_rows(by_item, U, alpha * h, g, *prior(V, noise[3], gammas[4]),
+                                  torch.from_numpy(noise[1]).view(n_items, d))
     h = torch.from_numpy(gammas[1]) / (c + alpha * errors / 2)  # Gamma(c + n_i/2, c + α Σ_u g_u e²/2)
     alpha = float(gammas[2][0]) / (1.0 + float(h @ errors) / 2)  # Gamma(1 + N/2, 1 + Σ g_u h_i e²/2)
     return U, V, V_mean, g, h, alpha

@@ -3,8 +3,8 @@
 Importing this module (every kernel module does) makes numba prefer its
 ``workqueue`` layer, unless the user chose a layer or numba's threads already
 run. numba's default pick here, OpenMP, shares its runtime with torch's:
-measured on ml-100k, Gibbs sweeps took ~60 ms each instead of ~6 ms in a
-process where torch had run multi-threaded first.
+measured on ml-100k, the numba Gibbs sampler of the time took ~60 ms a sweep
+instead of ~6 ms in a process where torch had run multi-threaded first.
 """
 
 from __future__ import annotations
