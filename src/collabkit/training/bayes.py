@@ -54,7 +54,7 @@ class BayesConfig:
     """Settings of the Gibbs sampler.
 
     The defaults (10 factors, 30 sweeps, 5 burn-in, every sample kept: 25)
-    reach RMSE 0.907 on ML-100K u1 (docs/benchmarks.md). Starting the factors
+    reach RMSE 0.906 on ML-100K u1 (docs/benchmarks.md). Starting the factors
     at a standard deviation of 0.5 rather than near zero is what lets the
     chain settle within a few sweeps.
     """

@@ -82,7 +82,7 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # The most accurate: Bayesian PMF, 10 factors, 150 Gibbs sweeps, 20 burn-in (u1: RMSE 0.905; docs/benchmarks.md).
+    # The most accurate: Bayesian PMF, 10 factors, 30 Gibbs sweeps, 5 burn-in (u1: RMSE 0.906; docs/benchmarks.md).
     "default": TrainConfig(solver="bayes", n_factors=BayesConfig.n_factors),
     # The course's recipe: DotProductBias, 50 factors, bs 64, fit_one_cycle(5, 5e-3, wd=0.1).
     "lesson": TrainConfig(),
