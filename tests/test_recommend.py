@@ -195,3 +195,20 @@ def test_min_ratings_keeps_obscure_items_out(rec, clusters):
     assert (counts.reindex(top["item"]).to_numpy() >= threshold).all()
     with pytest.raises(DataError, match="no candidate item has 100000 or more"):
         rec.recommend([0], min_ratings=100_000)
+
+
+def test_a_title_made_of_digits_is_found_the_same_way_everywhere(clusters):
+    """Integer item ids and a title "1917": every lookup (one item, strict predict, fold-in) finds the titled
+    item, rather than the parsed number 1917 (no such id) falling through as unknown."""
+    frame = clusters[0].copy()
+    first = int(frame["item"].min())
+    frame["title"] = frame["title"].where(frame["item"] != first, "1917")
+    assert 1917 not in set(frame["item"])
+    rec = train(frame, epochs=2)
+    row = rec.item_row("1917")
+    assert rec.items[row] == first
+    assert rec._trained_item_rows(["1917"]).tolist() == [row]
+    by_title = rec.predict([3], ["1917"], strict=True)["prediction"].item()
+    assert by_title == rec.predict([3], [first], strict=True)["prediction"].item()
+    with pytest.raises(UnknownIdError, match="unknown item id or title '1918'"):
+        rec.predict([3], ["1918"], strict=True)

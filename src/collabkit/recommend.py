@@ -240,35 +240,30 @@ class Recommender:
 
     def item_row(self, item: Any) -> int:
         """The row of an item given by raw id or by title; a miss suggests the closest titles."""
-        (parsed,) = self.items.parse([item])
-        row = int(self.items.index([parsed])[0])
-        if row == UNKNOWN and isinstance(item, str):
-            row = self._title_rows.get(item, UNKNOWN)
-        if row == UNKNOWN:
-            close = difflib.get_close_matches(str(item), list(self._title_rows), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
-            raise UnknownIdError(f"unknown item id or title {item!r}{hint}")
-        if not self.item_trained[row]:
-            raise UnknownIdError(f"item {item!r} appears only in the validation split: the model never trained on it")
-        return row
+        return int(self._trained_item_rows([item])[0])
 
     def _trained_item_rows(self, items: Sequence[Any]) -> np.ndarray:
-        """Rows of items by raw id or title, all at once; the first that is unknown or untrained raises
-        :meth:`item_row`'s error (with its title suggestions)."""
+        """Rows of items by raw id or title, all at once; the first that is unknown or untrained
+        raises an :class:`UnknownIdError` naming it (with the closest titles for a miss)."""
         rows = self._item_rows(items)
         bad = np.flatnonzero((rows == UNKNOWN) | ~self.item_trained[np.maximum(rows, 0)])
         if len(bad):
-            self.item_row(items[bad[0]])  # raises, naming the item
+            item = items[bad[0]]
+            if rows[bad[0]] != UNKNOWN:
+                raise UnknownIdError(f"item {item!r} appears only in the validation split: the model never trained on it")
+            close = difflib.get_close_matches(str(item), list(self._title_rows), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
+            raise UnknownIdError(f"unknown item id or title {item!r}{hint}")
         return rows
 
     def _item_rows(self, items: Sequence[Any]) -> np.ndarray:
-        """Rows of items given by raw id or title; ``UNKNOWN`` where neither matches."""
-        values = self.items.parse(items)
-        rows = self.items.index(values)
+        """Rows of items given by raw id or title; ``UNKNOWN`` where neither matches. A string that
+        is not an id is looked up as a title, even one that parses as a number ("1917")."""
+        rows = self.items.index(self.items.parse(items))
         if self.titles is not None:
             for k in np.flatnonzero(rows == UNKNOWN):
-                if isinstance(values[k], str):
-                    rows[k] = self._title_rows.get(values[k], UNKNOWN)
+                if isinstance(items[k], str):
+                    rows[k] = self._title_rows.get(items[k], UNKNOWN)
         return rows
 
     def title(self, item: Any) -> str | None:
