@@ -43,6 +43,29 @@ def test_both_sparse_engines_reach_the_same_fit(planted):
     assert abs(fits[True] - fits[False]) < 0.02
 
 
+def test_validating_between_epochs_leaves_the_biases_exactly_as_trained(planted, monkeypatch):
+    """Validation folds the mean rating into the user biases and must restore them bit for bit
+    (adding and subtracting μ in float32 moved most entries by an ulp or so every epoch)."""
+    from collabkit.training import sparse
+
+    trained = torch.randn(300, 1, generator=torch.Generator().manual_seed(0)) * 0.3
+    seen = []  # the user biases each epoch starts from
+
+    def epoch(self, mu, bs, after_batch):  # stand-in: the first epoch sets the biases, later ones change nothing
+        if not seen:
+            with torch.no_grad():
+                self.model.u_bias.weight.copy_(trained)
+        seen.append(self.model.u_bias.weight.detach().clone())
+        return 1.0, 1
+
+    monkeypatch.setattr(sparse._TorchEngine, "epoch", epoch)
+    learn = Learner(_planted_loaders(planted), DotProductBias(300, 200, 8, y_range=None), metrics=rmse, progress=False)
+    fit_sparse(learn, epochs=4, compiled=False)
+    assert len(seen) == 4
+    for later in seen[1:]:  # after one, two and three validations
+        torch.testing.assert_close(later, trained, rtol=0, atol=0)
+
+
 def test_compiled_epoch_is_row_wise_adagrad_rating_by_rating():
     """One thread, one block: the kernel makes exactly the updates of the plain loop written out below."""
     from collabkit.training.kernels import mf_adagrad_epoch

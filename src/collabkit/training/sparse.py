@@ -227,10 +227,11 @@ def fit_sparse(
             rec.losses.append(train_mse)
             rec.lrs.append(lr)
             rec.moms.append(0.0)
-            with torch.no_grad():
-                model.u_bias.weight += mu  # predict with μ folded in, then take it out again
+            with torch.no_grad():  # predict with μ folded in, then restore the table exactly
+                trained_bias = model.u_bias.weight.clone()
+                model.u_bias.weight += mu
                 valid = learn.validate_or_nan()
-                model.u_bias.weight -= mu
+                model.u_bias.weight.copy_(trained_bias)
             learn.record_epoch(epoch, [train_mse, *valid], len(rec.losses), time.perf_counter() - started)
             for cb in callbacks:
                 cb.after_epoch(learn, epoch)
