@@ -7,7 +7,8 @@ runs) and the final validation MSE, for each torch thread count asked for.
 
     python bench/lesson_epoch.py [--data-dir ../shared/data] [--runs 3] [--threads 1 2] [--autograd]
 
-``--autograd`` turns off the hand-written gradients (``Learner(fast=False)``).
+``--autograd`` trains through autograd (``Learner(fast=False)``) instead of
+the default fused compiled loop, which makes the same updates without autograd.
 
 Prints a Markdown table for docs/benchmarks.md.
 """
