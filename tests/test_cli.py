@@ -52,6 +52,8 @@ def test_train_other_models_and_wd_modes(ratings_csv, capsys, tmp_path, model, w
     [
         (["--data", "nope.csv"], "neither a dataset name"),
         (["--item-col", "movie"], "item column 'movie' not found; the table has columns ['name', 'uid', 'iid', 'stars']"),
+        (["--item-col", "movie", "--title-col", "name"],
+         "item column 'movie' not found; the table has columns ['name', 'uid', 'iid', 'stars']"),
         (["--valid-pct", "1.5"], "--valid-pct must be between 0 and 1"),
         (["--y-range", "5", "1"], "y_range must be"),
         (["--device", "cuda:0"], "torch sees no GPU"),

@@ -285,6 +285,8 @@ def _load_table(args: argparse.Namespace) -> Dataset:
     if args.title_col:
         if args.title_col not in frame.columns:
             raise CliError(f"--title-col {args.title_col!r} not found; the file has columns {columns}")
+        if item not in frame.columns:  # titles are keyed by item: say so here, as validate_ratings would later
+            raise CliError(f"item column {item!r} not found; the table has columns {columns}")
         titles = frame.drop_duplicates(item).set_index(item)[args.title_col]
     return Dataset(path.name, frame, user, item, rating, titles)
 
