@@ -163,11 +163,15 @@ def train(
 
 
 def fit(learn: Learner, config: TrainConfig, lr: float | None = None, checkpoint=None) -> None:
-    """Run ``config``'s solver on a learner made by :func:`prepare` (``lr`` overrides the config's)."""
+    """Run ``config``'s solver on a learner made by :func:`prepare` (``lr`` overrides the config's;
+    ``checkpoint`` applies to the sgd solver, the only one that saves and resumes epochs)."""
+    if checkpoint is not None and config.solver != "sgd":
+        raise ValueError(f"checkpoints apply to the sgd solver; this config's solver is {config.solver!r}")
+    lr = config.lr if lr is None else lr
     if config.solver == "bayes":
         fit_bayes(learn, config.bayes(), seed=config.seed)
     elif config.solver == "sparse":
-        fit_sparse(learn, epochs=config.epochs, lr=config.lr if lr is None else lr, reg=config.wd, seed=config.seed)
+        fit_sparse(learn, epochs=config.epochs, lr=lr, reg=config.wd, seed=config.seed)
     else:
-        learn.fit_one_cycle(config.epochs, config.lr if lr is None else lr, wd=config.wd, checkpoint=checkpoint)
+        learn.fit_one_cycle(config.epochs, lr, wd=config.wd, checkpoint=checkpoint)
 
