@@ -100,7 +100,6 @@ class DotProductBias(nn.Module):
         return res if self.y_range is None else sigmoid_range(res, *self.y_range)
 
 
-@torch.no_grad()
 def is_stock_dot_bias(model: nn.Module) -> bool:
     """Whether ``model`` computes exactly :class:`DotProductBias`'s forward: the class, or a subclass that
     keeps its ``forward`` (what the hand-written gradients and the fused loop assume)."""

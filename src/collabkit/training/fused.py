@@ -117,8 +117,7 @@ class FusedDotBiasAdam:
 
     def __init__(self, tables: DotBiasTables, opt: torch.optim.Optimizer, group: dict) -> None:
         self.tables, self.opt, self.group = tables, opt, group
-        self.params = tables.params
-        self.grads = [np.zeros((p.shape[0], p.numel() // p.shape[0]), dtype=np.float32) for p in self.params]
+        self.grads = [np.zeros((p.shape[0], p.numel() // p.shape[0]), dtype=np.float32) for p in tables.params]
 
     @classmethod
     def build(cls, model: nn.Module, opt: torch.optim.Optimizer, probe: torch.Tensor) -> FusedDotBiasAdam | None:
@@ -151,7 +150,7 @@ class FusedDotBiasAdam:
     def _moments(self) -> list[dict]:
         """The optimizer's state for each table, created as torch would on its first step."""
         states = []
-        for p in self.params:
+        for p in self.tables.params:
             state = self.opt.state[p]
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32)
@@ -184,7 +183,7 @@ class FusedDotBiasAdam:
                 x.numpy(), y.numpy(), order.numpy(), first, len(lrs), bs,
                 np.asarray(lrs, dtype=f32), np.asarray(moms, dtype=f32), f32(group["betas"][1]), f32(group["eps"]),
                 f32(group["weight_decay"]), decoupled, step0, f32(low), f32(high), y_range is not None,
-                *map(table, self.params), *self.grads,
+                *map(table, self.tables.params), *self.grads,
                 *(table(s["exp_avg"]) for s in states), *(table(s["exp_avg_sq"]) for s in states), losses,
             )
         for state in states:

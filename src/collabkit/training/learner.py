@@ -137,6 +137,7 @@ class Learner:
         self.fast = fast
         self.recorder = Recorder()
         self.opt: torch.optim.Optimizer | None = None
+        self._ddp: nn.Module | None = None  # DistributedDataParallel around the model, built on first use
 
     # --- optimizer ------------------------------------------------------------
     def create_opt(self) -> torch.optim.Optimizer:
@@ -232,7 +233,7 @@ class Learner:
         penalty = wd if self.wd_mode == "l2-loss" else 0.0
         plain_mse = self._plain_mse(penalty)
         fused = FusedDotBiasAdam.build(self.model, opt, train.x[:256]) if plain_mse else None
-        fast = plain_mse and fused is None and self._hand_written_gradients()
+        fast = plain_mse and fused is None and is_stock_dot_bias(self.model)  # hand-written gradients
         main_rank = distributed.is_main()
         rec = self.recorder
         with self.fitting(n_epoch, cbs) as callbacks:
@@ -329,7 +330,7 @@ class Learner:
 
     def _plain_mse(self, penalty: float) -> bool:
         """Whether this run may skip autograd: ``fast``, ``MSELossFlat`` (mean), no ``l2-loss`` term, one process,
-        every parameter trainable. The model itself is checked by the fused loop and :meth:`_hand_written_gradients`.
+        every parameter trainable. The model itself is checked by the fused loop and :func:`is_stock_dot_bias`.
         """
         return (
             self.fast
@@ -340,17 +341,11 @@ class Learner:
             and all(p.requires_grad for p in self.model.parameters())
         )
 
-    def _hand_written_gradients(self) -> bool:
-        """Whether :func:`dot_bias_mse_grads` computes this model's gradients: a ``DotProductBias`` (or a subclass
-        that keeps its ``forward``). Used where the fused loop does not apply (e.g. on CUDA, or with SGD).
-        """
-        return is_stock_dot_bias(self.model)
-
     def _training_module(self) -> nn.Module:
         """The model, wrapped in ``DistributedDataParallel`` when this process is one of several."""
         if distributed.world_size() == 1:
             return self.model
-        if getattr(self, "_ddp", None) is None or self._ddp.module is not self.model:
+        if self._ddp is None or self._ddp.module is not self.model:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.dls.device] if self.dls.device.type == "cuda" else None
