@@ -591,7 +591,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for name, frame in tables.items():
             _show(frame, False, title=f"\n{name}:")
     if args.plots is not None:
-        for path in save_plots(rec, args.plots):
+        for path in save_plots(rec, args.plots, pca):
             print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 

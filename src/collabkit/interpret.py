@@ -151,11 +151,12 @@ def plot_lr_find(result: LRFinderResult, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def save_plots(rec: Recommender, outdir: str | Path) -> list[Path]:
-    """Every plot the model's saved information allows, as PNG files in ``outdir``."""
+def save_plots(rec: Recommender, outdir: str | Path, pca: FactorPCA | None = None) -> list[Path]:
+    """Every plot the model's saved information allows, as PNG files in ``outdir`` (``pca``: the
+    model's :func:`item_pca`, when the caller already has it)."""
     outdir = Path(outdir)
     written = []
-    pca = item_pca(rec)
+    pca = item_pca(rec) if pca is None else pca
     if len(pca.explained) >= 2:
         written.append(plot_item_pca(pca, outdir / "item_pca.png"))
     if "recorder" in rec.info:
