@@ -4,9 +4,11 @@ import dataclasses
 import hashlib
 import io
 import logging
+import os
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -127,10 +129,16 @@ def test_an_interrupted_transfer_leaves_nothing_half_written(server, home, monke
 
 @pytest.mark.parametrize("member", ["../evil.txt", "/tmp/collabkit-evil.txt", "ml-100k/../../evil.txt"])
 def test_zip_slip_members_are_refused(server, home, monkeypatch, member, tmp_path):
+    # where a naive extraction would write the member: as given if absolute, else joined to the extraction folder
+    # (the staging folder sits beside the target, home/datasets/ml-100k, so both give the same place)
+    escaped = Path(member) if member.startswith("/") else Path(os.path.normpath(home / "datasets" / "ml-100k" / member))
+    assert not escaped.is_relative_to(home / "datasets" / "ml-100k")  # the member really would escape
+    escaped.unlink(missing_ok=True)  # a stale file from an earlier run would make the check below meaningless
     serve_ml_100k(server, monkeypatch, ml_100k_zip(extra_members=[(member, "pwned")]))
     with pytest.raises(UnsafeArchiveError, match="refusing to extract"):
         datasets.load_dataset("ml-100k")
     assert files_under(home) == [] and not (tmp_path / "evil.txt").exists()
+    assert not escaped.exists(), escaped
 
 
 def test_symlink_members_are_refused(tmp_path):
@@ -176,15 +184,23 @@ def test_add_local_archive_or_folder(home, tmp_path, monkeypatch):
     assert len(datasets.load_dataset("ml-100k", download=False).ratings) == 24
 
 
-def test_the_reload_cache_follows_its_source(home, tmp_path):
+def test_the_reload_cache_follows_its_source(home, tmp_path, monkeypatch):
     extract_zip_bytes = ml_100k_zip()
     (tmp_path / "src.zip").write_bytes(extract_zip_bytes)
     folder = extract_zip(tmp_path / "src.zip", tmp_path / "data") / "ml-100k"
     first = datasets.load_dataset("ml-100k", data_dir=folder)
     caches = list((home / "cache").glob("ml-100k-*.npz"))
     assert len(first.ratings) == 30 and len(caches) == 1
-    again = datasets.load_dataset("ml-100k", data_dir=folder)
+    written = caches[0].stat().st_mtime_ns
+
+    def no_parsing(folder):
+        raise AssertionError(f"parsed the text files of {folder} although the reload cache is current")
+
+    with monkeypatch.context() as patch:  # a cache hit never reaches the text parser
+        patch.setattr(datasets, "_parse_ml_100k", no_parsing)
+        again = datasets.load_dataset("ml-100k", data_dir=folder)
     assert again.ratings.equals(first.ratings)
+    assert caches[0].stat().st_mtime_ns == written  # read, not rewritten
     with open(folder / "u.data", "a") as fh:
         fh.write("6\t1\t5\t881250949\n")
     changed = datasets.load_dataset("ml-100k", data_dir=folder)

@@ -56,9 +56,20 @@ def test_pca_of_item_factors_separates_the_planted_groups(setup):
         pca.extremes(4)
     again = item_pca(rec, n_components=3)
     np.testing.assert_allclose(again.frame["pc1"], pca.frame["pc1"])  # signs are fixed
+    # the sign rule itself: recover each component's loadings from the item factors and check that the
+    # largest loading (in absolute value) is positive; a run that flipped a sign would break this
+    rows = rec.items.index(rec.items.parse(pca.frame["item"].to_numpy()))
+    factors = rec.view.item_factors[torch.from_numpy(rows)].double().numpy()
+    centred = factors - factors.mean(0)
+    loadings, *_ = np.linalg.lstsq(centred, coords, rcond=None)  # coords = centred @ loadings
+    np.testing.assert_allclose(centred @ loadings, coords, atol=1e-8)
+    np.testing.assert_allclose(loadings.T @ loadings, np.eye(3), atol=1e-6)  # orthonormal directions
+    for c in range(3):
+        column = loadings[:, c]
+        assert column[np.argmax(np.abs(column))] > 0, f"pc{c + 1}: largest loading is negative"
 
 
-def test_models_without_biases_say_so(setup):
+def test_models_without_biases_say_so():
     frame, _, _ = planted_clusters(users_per_group=5, items_per_group=5)
     dls = CollabDataLoaders.from_df(frame[["user", "item", "rating"]], seed=0, bs=16)
     learn = Learner(dls, DotProduct(len(dls.users), len(dls.items), 4), progress=False)

@@ -120,6 +120,18 @@ def client(servers):
         yield c
 
 
+def wait_for(probe, condition, what: str, seconds: float = 20):
+    """Call ``probe`` until ``condition`` holds of what it returns (then return that), for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = probe()
+        if condition(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} in {seconds:g} s: {value}")
+        time.sleep(0.1)
+
+
 def _no_traceback(response: httpx.Response) -> None:
     text = response.text
     assert "Traceback" not in text and 'File "' not in text and ".py" not in text, text
@@ -245,9 +257,16 @@ def test_unknown_route_and_docs(client):
 def test_request_log_is_one_json_line_per_request(client, servers):
     client.get("/users/0/recommendations", params={"n": 2})
     client.get("/users/99999/recommendations")
-    time.sleep(0.2)
-    lines = [json.loads(line) for line in servers["main"].log_path.read_text().splitlines() if line.startswith("{")]
-    mine = [x for x in lines if x.get("path") in ("/users/0/recommendations", "/users/99999/recommendations")]
+    log_path = servers["main"].log_path
+
+    def logged() -> list[dict]:  # the server writes a request's line after sending its response: poll for both
+        text = log_path.read_text()
+        complete = text[: text.rfind("\n") + 1]  # a line still being written is read on the next poll
+        lines = [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
+        return [x for x in lines if x.get("path") in ("/users/0/recommendations", "/users/99999/recommendations")]
+
+    mine = wait_for(logged, lambda found: {(x["method"], x["status"]) for x in found} >= {("GET", 200), ("GET", 404)},
+                    "the request log did not show both requests")
     assert {(x["method"], x["status"]) for x in mine} >= {("GET", 200), ("GET", 404)}
     assert all(isinstance(x["latency_ms"], float) and x["latency_ms"] >= 0 for x in mine)
 
@@ -337,18 +356,12 @@ def test_watching_refuses_a_corrupt_model_and_picks_up_a_good_one(servers, model
         before = c.get("/users/0/recommendations").json()
         (root / "watched" / "config.json").write_text("{ truncated")
 
-        def wait_for(condition) -> dict:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                model = c.get("/model").json()
-                if condition(model):
-                    return model
-                time.sleep(0.1)
-            raise AssertionError(f"the watcher did not act in 20 s: {model}")
+        def wait_for_model(condition) -> dict:
+            return wait_for(lambda: c.get("/model").json(), condition, "the watcher did not act")
 
-        wait_for(lambda m: m["last_reload_error"] and "not valid JSON" in m["last_reload_error"])
+        wait_for_model(lambda m: m["last_reload_error"] and "not valid JSON" in m["last_reload_error"])
         assert c.get("/users/0/recommendations").json() == before
         models["second"].save(root / "watched")
-        model = wait_for(lambda m: m["reloads"] == 1)
+        model = wait_for_model(lambda m: m["reloads"] == 1)
         assert model["info"]["data"] == "planted seed 1" and model["last_reload_error"] is None
         assert c.get("/users/199/recommendations").status_code == 404
