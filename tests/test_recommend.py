@@ -212,3 +212,17 @@ def test_a_title_made_of_digits_is_found_the_same_way_everywhere(clusters):
     assert by_title == rec.predict([3], [first], strict=True)["prediction"].item()
     with pytest.raises(UnknownIdError, match="unknown item id or title '1918'"):
         rec.predict([3], ["1918"], strict=True)
+
+
+def test_recommending_in_small_blocks_of_users_gives_the_same_lists(rec, monkeypatch):
+    """Scores are computed a block of users at a time; blocks of 3 users (and seen items masked per block)
+    must give exactly the lists of a single block."""
+    import collabkit.recommend as module
+
+    users = list(range(0, 200, 3))
+    whole = rec.recommend(users, n=8)
+    monkeypatch.setattr(module, "PAIRS_PER_CHUNK", 3 * len(rec._trained_items))
+    blocked = rec.recommend(users, n=8)
+    pd.testing.assert_frame_equal(blocked, whole)
+    monkeypatch.setattr(module, "PAIRS_PER_CHUNK", 1)  # one user per block
+    pd.testing.assert_frame_equal(rec.recommend(users, n=8), whole)

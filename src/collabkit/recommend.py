@@ -346,22 +346,38 @@ class Recommender:
     def _top_n(
         self, user_vectors: torch.Tensor, seen: tuple[np.ndarray, np.ndarray] | None, n: int, candidates: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and item rows of the best ``n`` candidates per user vector, seen pairs removed."""
+        """Scores and item rows of the best ``n`` candidates per user vector, seen pairs removed.
+
+        Users are scored in blocks of about ``PAIRS_PER_CHUNK`` (user, item) scores, so memory stays
+        bounded however many users are asked about (all of them, when evaluating).
+        """
         if n < 1:
             raise ValueError(f"n must be a positive integer, got {n}")
         if candidates is self._trained_items:  # the common case: vectors and positions computed once
             item_vectors, position = self._trained_item_vectors
         else:
             item_vectors, position = self.view.items[torch.from_numpy(candidates)], self._positions(candidates)
-        with torch.no_grad():
-            scores = self.view.grid(user_vectors, item_vectors)
+        which = cols = np.zeros(0, dtype=np.int64)
         if seen is not None:
-            which, item_rows = seen
-            cols = position[item_rows]
+            cols = position[seen[1]]
             hit = cols >= 0
-            scores[torch.from_numpy(which[hit]), torch.from_numpy(cols[hit])] = -torch.inf
-        top = torch.topk(scores, min(n, len(candidates)), dim=1)
-        return top.values.cpu().numpy(), candidates[top.indices.cpu().numpy()]
+            order = np.argsort(seen[0][hit], kind="stable")
+            which, cols = seen[0][hit][order], cols[hit][order]
+        k, keep = len(user_vectors), min(n, len(candidates))
+        block = max(1, PAIRS_PER_CHUNK // max(len(candidates), 1))
+        values, indices = [], []
+        for start in range(0, k, block):
+            stop = min(start + block, k)
+            with torch.no_grad():
+                scores = self.view.grid(user_vectors[start:stop], item_vectors)
+            lo, hi = np.searchsorted(which, [start, stop])
+            scores[torch.from_numpy(which[lo:hi] - start), torch.from_numpy(cols[lo:hi])] = -torch.inf
+            top = torch.topk(scores, keep, dim=1)
+            values.append(top.values.cpu().numpy())
+            indices.append(top.indices.cpu().numpy())
+        if not values:
+            return np.zeros((0, keep), dtype=np.float32), np.zeros((0, keep), dtype=np.int64)
+        return np.concatenate(values), candidates[np.concatenate(indices)]
 
     def _frame(self, user_ids: Sequence[Any], scores: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
         k, n = scores.shape
@@ -390,7 +406,7 @@ class Recommender:
         items: Iterable[Any] | None = None,
         min_ratings: int = 0,
     ) -> pd.DataFrame:
-        """The top ``n`` items for each user, in one matrix product and one ``topk``.
+        """The top ``n`` items for each user, by blocks of users: a matrix product and a ``topk`` each.
 
         Args:
             users: raw user ids (the model must have trained on them; for
