@@ -226,3 +226,22 @@ def test_recommending_in_small_blocks_of_users_gives_the_same_lists(rec, monkeyp
     pd.testing.assert_frame_equal(blocked, whole)
     monkeypatch.setattr(module, "PAIRS_PER_CHUNK", 1)  # one user per block
     pd.testing.assert_frame_equal(rec.recommend(users, n=8), whole)
+
+
+def test_fold_in_leaves_the_model_untouched_and_runs_concurrently(clusters):
+    """Fold-in differentiates the new vector only: the network's parameters keep requires_grad and get no
+    .grad, so the server's threads may fold in at the same time and get what one at a time gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = train(clusters[0], lambda u, i: EmbeddingNN([(u, 8), (i, 8)], [16], y_range=(0, 6)), epochs=2)
+    r.model.zero_grad(set_to_none=True)  # what training left behind
+    before = {name: p.detach().clone() for name, p in r.model.named_parameters()}
+    people = [{0: 5.0, 1: 4.5, 40: 1.0}, {50: 5.0, 51: 4.0, 2: 1.5}, {30: 4.5, 31: 5.0}, {5: 3.0, 45: 4.0}]
+    alone = [r.fold_in(p).vector for p in people]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: r.fold_in(p).vector, people * 3))
+    for k, vector in enumerate(together):
+        torch.testing.assert_close(vector, alone[k % len(people)])
+    for name, p in r.model.named_parameters():
+        assert p.requires_grad and p.grad is None, name
+        assert torch.equal(p.detach(), before[name]), name

@@ -526,15 +526,15 @@ class Recommender:
         opt = torch.optim.LBFGS([free], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
-            opt.zero_grad()
             x = torch.cat([free, tail]).expand(len(rows), -1)
             d = free - mean
             loss = ((view.pair(x, items) - target) ** 2).sum() + noise * (d @ precision @ d)
-            loss.backward()
-            return loss
+            # the gradient of the new vector alone: nothing is written to the model's parameters, so
+            # concurrent fold-ins (the server's threads) share the model safely
+            (free.grad,) = torch.autograd.grad(loss, [free])
+            return loss.detach()
 
-        with _frozen(self.model):
-            opt.step(closure)
+        opt.step(closure)
         return NewUser(torch.cat([free.detach(), tail]), rows, values)
 
     def recommend_new_user(
@@ -555,18 +555,3 @@ class Recommender:
         rows = self._trained_item_rows(_sequence(items))
         with torch.no_grad():
             return self.view.grid(new.vector[None, :], self.view.items[torch.from_numpy(rows)])[0].cpu().numpy()
-
-
-class _frozen:
-    """Turn off gradients for a model's parameters for the duration of a block."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.params = [p for p in model.parameters() if p.requires_grad]
-
-    def __enter__(self) -> None:
-        for p in self.params:
-            p.requires_grad_(False)
-
-    def __exit__(self, *exc) -> None:
-        for p in self.params:
-            p.requires_grad_(True)

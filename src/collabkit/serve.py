@@ -240,7 +240,6 @@ class ServedModel:
         self.item_ids = rec.items.ids.tolist()
         self.item_titles = [_title(t) for t in rec.titles] if rec.titles is not None else None
         self.user_trained = rec.user_trained
-        self.fold_in_lock = threading.Lock()  # fold-in toggles requires_grad on the model's parameters
 
     @classmethod
     def load(cls, model_dir: Path) -> ServedModel:
@@ -583,8 +582,7 @@ def create_app(
         ratings = {}
         for r in body.ratings:
             ratings[r.item] = r.rating  # an item given twice: the last rating counts
-        with served.fold_in_lock:
-            frame = served.rec.recommend_new_user(ratings, n=body.n, exclude_seen=body.exclude_seen)
+        frame = served.rec.recommend_new_user(ratings, n=body.n, exclude_seen=body.exclude_seen)
         return {"recommendations": _recommendation_records(frame)}
 
     @app.post(
