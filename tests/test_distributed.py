@@ -97,3 +97,22 @@ def test_a_dead_worker_ends_the_run_with_an_error_and_it_resumes(ratings_csv, tm
     assert state["epochs_done"] == 40 and len(state["recorder"]["values"]) == 40
     info = json.loads((tmp_path / "m" / "config.json").read_text())["info"]
     assert len(info["recorder"]["values"]) == 40
+
+
+def test_predictions_on_a_sharded_shuffled_loader_are_in_order_and_leave_its_shuffling_alone(planted):
+    """get_preds on a training loader sharded for DDP: this rank's contiguous rows, in order, and the
+    loader's generator untouched (drawing from it would change the next epoch's batches)."""
+    import torch
+
+    from collabkit import CollabDataLoaders, DotProductBias, Learner
+
+    dls = CollabDataLoaders.from_df(planted.iloc[:1000], seed=0, bs=64)
+    learn = Learner(dls, DotProductBias(len(dls.users), len(dls.items), 4), progress=False)
+    dls.train.shard(1, 2)
+    state = dls.train.generator.get_state()
+    preds, targs = learn.get_preds(ds_idx=0)
+    half = dls.train.n // 2
+    assert torch.equal(targs, dls.train.y[half:])
+    with torch.no_grad():
+        assert torch.allclose(preds, learn.model(dls.train.x[half:]).reshape(-1))
+    assert torch.equal(dls.train.generator.get_state(), state)

@@ -395,9 +395,7 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 def _distributed_check(learn) -> dict:
     """Evidence that the ranks agree: the RMSE from summed errors against the RMSE of all predictions
     gathered, and a checksum of every rank's weights."""
-    share = learn.dls.valid
-    share = type(share)(share.x, share.y, bs=share.bs).shard(distributed.rank(), distributed.world_size())
-    preds, targs = learn.get_preds(dl=share)
+    preds, targs = learn.get_preds(dl=learn.valid_share())
     preds, targs = distributed.all_gather_cat(preds), distributed.all_gather_cat(targs)
     weights = torch.cat([p.detach().double().reshape(-1) for p in learn.model.parameters()])
     checksum = torch.stack([weights.sum(), (weights**2).sum()])

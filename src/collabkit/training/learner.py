@@ -391,7 +391,9 @@ class Learner:
             if ds_idx not in (0, 1):
                 raise ValueError(f"ds_idx must be 0 (train) or 1 (valid), got {ds_idx}")
             dl = self.dls.valid if ds_idx == 1 else self.dls.train
-        ordered = dl if dl.sharded else IndexBatches(dl.x, dl.y, bs=max(dl.bs, 8192))
+        ordered = IndexBatches(dl.x, dl.y, bs=max(dl.bs, 8192))  # unshuffled: never draws from dl's generator
+        if dl.sharded:  # this rank's share only (a sharded training loader keeps its rank and world)
+            ordered.shard(dl.rank, dl.world)
         self.model.eval()
         preds, targs = [], []
         with torch.no_grad(), num_threads(self.n_threads):
@@ -401,6 +403,11 @@ class Learner:
         if not preds:
             return torch.empty(0, device=dl.x.device), torch.empty(0, device=dl.x.device)
         return torch.cat(preds), torch.cat(targs)
+
+    def valid_share(self) -> IndexBatches:
+        """The validation rows this process predicts in a multi-process run (all of them in one process)."""
+        valid = self.dls.valid
+        return IndexBatches(valid.x, valid.y, bs=valid.bs).shard(distributed.rank(), distributed.world_size())
 
     def validate(self) -> list[float]:
         """``[valid_loss, *metrics]`` over the whole validation split.
@@ -414,9 +421,7 @@ class Learner:
             preds, targs = self.get_preds(ds_idx=1)
             loss = float(self.loss_func(preds, targs))
             return [loss, *(float(m(preds, targs)) for m in self.metrics)]
-        valid = self.dls.valid
-        share = IndexBatches(valid.x, valid.y, bs=valid.bs).shard(distributed.rank(), distributed.world_size())
-        preds, targs = self.get_preds(dl=share)
+        preds, targs = self.get_preds(dl=self.valid_share())
         err = (preds.double() - targs.double())
         sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(), torch.tensor(float(len(err)))]))
         sse, sae, n = (float(v) for v in sums)
