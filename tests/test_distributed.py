@@ -116,3 +116,24 @@ def test_predictions_on_a_sharded_shuffled_loader_are_in_order_and_leave_its_shu
     with torch.no_grad():
         assert torch.allclose(preds, learn.model(dls.train.x[half:]).reshape(-1))
     assert torch.equal(dls.train.generator.get_state(), state)
+
+
+def test_multi_process_validation_takes_summed_metrics_by_identity_not_by_name(planted, monkeypatch):
+    """collabkit's rmse comes from the summed errors; a user's own metric that happens to be called ``mae``
+    is computed by the user's function on the gathered predictions. One process stands in for rank 0 of 2."""
+    from collabkit import CollabDataLoaders, DotProductBias, Learner, distributed, rmse
+
+    def mae(preds, targs):  # not collabkit's mae
+        return 42.0
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "rank", lambda: 0)
+    monkeypatch.setattr(distributed, "all_reduce_sum", lambda t: t)  # rank 0's share stands for the whole
+    monkeypatch.setattr(distributed, "all_gather_cat", lambda t: t)
+    dls = CollabDataLoaders.from_df(planted.iloc[:1000], seed=0, bs=64)
+    learn = Learner(dls, DotProductBias(len(dls.users), len(dls.items), 4), metrics=[rmse, mae], progress=False)
+    loss, own_rmse, own_mae = learn.validate()
+    preds, targs = learn.get_preds(dl=learn.valid_share())
+    assert own_mae == 42.0
+    assert own_rmse == pytest.approx(float(((preds.double() - targs.double()) ** 2).mean().sqrt()), rel=1e-9)
+    assert loss == pytest.approx(own_rmse**2, rel=1e-9)

@@ -1,9 +1,12 @@
 """The Learner: a model, its data, an optimizer and the training loop.
 
-Everything a training run does is in :meth:`Learner._run`, top to bottom: set
-the optimizer's hyper-parameters, build the schedule, then per epoch, per batch
-forward, loss (plus the L2 term in ``"l2-loss"`` mode), backward, step, and
-finally validate and record. Callbacks observe; they do not steer.
+A training run is :meth:`Learner._run`, top to bottom, inside
+:meth:`Learner.fitting` (the thread count, the callbacks' ``before_fit`` and
+``after_fit``): set the optimizer's hyper-parameters, build the schedule, then
+per epoch, per batch forward, loss (plus the L2 term in ``"l2-loss"`` mode),
+backward, step, and finally validate and record. Where autograd is not needed
+the step is :func:`~collabkit.models.dot.dot_bias_mse_grads`'s hand-written
+gradients and the optimizer. Callbacks observe; they do not steer.
 
 The lesson's exact case (a ``DotProductBias``, collabkit's or the lesson's own
 class, ``MSELossFlat``, Adam/AdamW on the CPU) runs the same steps in one
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from collabkit import distributed
+from collabkit import metrics as metric_fns
 from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
 from collabkit.errors import DataError, ModelFileError, TrainingDivergedError
@@ -425,10 +429,10 @@ class Learner:
         err = (preds.double() - targs.double())
         sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(), torch.tensor(float(len(err)))]))
         sse, sae, n = (float(v) for v in sums)
-        by_sums = {"rmse": math.sqrt(sse / n), "mae": sae / n, "mse": sse / n}
+        by_sums = {metric_fns.rmse: math.sqrt(sse / n), metric_fns.mae: sae / n, metric_fns.mse: sse / n}  # by identity
         out = [sse / n if isinstance(self.loss_func, MSELossFlat) else None]
         for m in self.metrics:
-            out.append(by_sums.get(_metric_name(m)))
+            out.append(by_sums.get(m))
         if any(v is None for v in out):
             gathered = distributed.all_gather_cat(preds), distributed.all_gather_cat(targs)
             out[0] = float(self.loss_func(*gathered)) if out[0] is None else out[0]
