@@ -429,7 +429,7 @@ def _train(args: argparse.Namespace, device: torch.device) -> int:
             raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
         if config.solver == "bayes":
             print(f"Bayesian PMF by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
-                  f"{config.n_factors} factors; a row per 25 sweeps")
+                  f"{config.n_factors} factors; a row per {config.bayes().report_every} sweeps")
     elif args.resume:
         learn.resume(args.checkpoint)
     elif args.lr_find:

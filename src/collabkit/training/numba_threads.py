@@ -1,9 +1,10 @@
 """How collabkit's compiled loops use threads: numba's own thread pool, sized like torch's.
 
-Importing this module (every kernel module does) makes numba prefer its
-``workqueue`` layer, unless the user chose a layer or numba's threads already
-run. numba's default pick here, OpenMP, shares its runtime with torch's:
-measured on ml-100k, the numba Gibbs sampler of the time took ~60 ms a sweep
+Importing this module (``training/kernels.py`` does, before its parallel
+row-sparse epoch, ``mf_adagrad_epoch``) makes numba prefer its ``workqueue``
+layer, unless the user chose a layer or numba's threads already run. numba's
+default pick here, OpenMP, shares its runtime with torch's: measured on
+ml-100k, a numba Gibbs sampler this project had then took ~60 ms a sweep
 instead of ~6 ms in a process where torch had run multi-threaded first.
 """
 
