@@ -204,6 +204,13 @@ class Recommender:
         return self.view.items[torch.from_numpy(self.item_trained)].mean(0)
 
     @functools.cached_property
+    def _with_averages(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The users' and items' vectors, each with the average vector appended as one more row (the
+        stand-in for an id the model did not train on), so a pair's vectors take one gather each."""
+        return (torch.cat([self.view.users, self._average_user[None]]),
+                torch.cat([self.view.items, self._average_item[None]]))
+
+    @functools.cached_property
     def _user_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and precision of the trained users' free vector entries: the population a new user joins."""
         view = self.view
@@ -307,12 +314,11 @@ class Recommender:
             u, i = self.users.index(self.users.parse(users)), self._item_rows(items)
         u_ok = (u != UNKNOWN) & self.user_trained[np.maximum(u, 0)]
         i_ok = (i != UNKNOWN) & self.item_trained[np.maximum(i, 0)]
-        view = self.view
-        u_rows, i_rows = torch.from_numpy(np.maximum(u, 0)), torch.from_numpy(np.maximum(i, 0))
-        u_vec = torch.where(torch.from_numpy(u_ok)[:, None], view.users.index_select(0, u_rows), self._average_user)
-        i_vec = torch.where(torch.from_numpy(i_ok)[:, None], view.items.index_select(0, i_rows), self._average_item)
+        users_or_average, items_or_average = self._with_averages
+        u_vec = users_or_average.index_select(0, torch.from_numpy(np.where(u_ok, u, len(self.users))))
+        i_vec = items_or_average.index_select(0, torch.from_numpy(np.where(i_ok, i, len(self.items))))
         with torch.no_grad():
-            pred = view.pair(u_vec, i_vec).cpu().numpy().astype(np.float64)
+            pred = self.view.pair(u_vec, i_vec).cpu().numpy().astype(np.float64)
         neither = ~u_ok & ~i_ok
         if neither.any() and self.history is not None:
             pred[neither] = self.history.global_mean
