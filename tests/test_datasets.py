@@ -223,7 +223,7 @@ def test_real_data_parses_to_its_known_counts(ml100k_dir):
     assert big.titles[543] == "Misérables, Les (1995)"
 
 
-def test_datasets_commands(server, home, monkeypatch, capsys):
+def test_datasets_commands(server, home, monkeypatch, capsys, caplog):
     serve_ml_100k(server, monkeypatch, ml_100k_zip())
     assert main(["datasets", "list"]) == 0
     out = capsys.readouterr().out
@@ -232,8 +232,11 @@ def test_datasets_commands(server, home, monkeypatch, capsys):
     assert "bundled" in out and "no redistribution" in out
     assert main(["datasets", "info", "ml-25m"]) == 0
     assert "6b51fb2759a8657d3bfcbfc42b592ada" in capsys.readouterr().out
-    assert main(["datasets", "download", "ml-100k"]) == 0
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.WARNING, logger="collabkit.datasets"):
+        assert main(["datasets", "download", "ml-100k"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
     assert "research use only" in out and str(home) in out and LICENSE in out
+    assert (out + captured.err + caplog.text).count(LICENSE) == 1  # printed by the command, not logged as well
     assert main(["datasets", "info", "nope"]) == 1
     assert "unknown dataset 'nope'" in capsys.readouterr().err

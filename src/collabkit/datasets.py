@@ -176,7 +176,7 @@ def find_folder(name: str, data_dir: str | Path | None = None) -> Path | None:
 
 
 # --- getting it ----------------------------------------------------------------------------------
-def fetch(name: str, url: str | None = None, progress: bool = True) -> Path:
+def fetch(name: str) -> Path:
     """Download ``name`` into the cache (if it is not there yet) and return its folder.
 
     The zip goes to a temporary file, is checked against the published MD5, and
@@ -188,17 +188,17 @@ def fetch(name: str, url: str | None = None, progress: bool = True) -> Path:
     existing = cached_folder(name)
     if existing is not None:
         return existing
-    url = url or entry.url
+    url = entry.url
     root = home() / "datasets"
     archive = root / f"{name}.zip"
     manual = (
-        f"To install it by hand, download {entry.url} elsewhere and run "
+        f"To install it by hand, download {url} elsewhere and run "
         f"`collabkit datasets add {name} PATH/{name}.zip` (or pass --data-dir to its unpacked folder)"
     )
     try:
         md5 = entry.md5 or parse_md5(fetch_text(url + ".md5"))
         log.info("downloading %s (%s) from %s", name, entry.size, url)
-        download(url, archive, md5, progress=progress)
+        download(url, archive, md5)
         extract_zip(archive, root / name)
     except DownloadError as exc:
         raise DownloadError(f"{exc}. Retry with `collabkit datasets download {name}`. {manual}") from exc
@@ -207,9 +207,6 @@ def fetch(name: str, url: str | None = None, progress: bool = True) -> Path:
     folder = cached_folder(name)
     if folder is None:
         raise DownloadError(f"{url} unpacked, but without {entry.folder}/{_MARKER[entry.format]}; {manual}")
-    readme = folder / _readme_name(folder)
-    text = license_text(folder) or entry.license
-    log.warning("%s is licensed as follows (from %s):\n%s", name, readme, text)
     return folder
 
 
@@ -380,17 +377,26 @@ def _dataset(name: str, folder: Path) -> Dataset:
     return Dataset(name, ratings, user, item, "rating", movies["title"], genres)
 
 
+def dataset_folder(name: str, data_dir: str | Path | None = None, download: bool = True) -> Path:
+    """The folder of a dataset: ``data_dir``, ``$COLLABKIT_DATA_DIR`` or the cache, else a checked download
+    (``download=False`` forbids that), after which its license is logged."""
+    folder = find_folder(name, data_dir)
+    if folder is not None:
+        return folder
+    if not download:
+        raise DatasetNotFoundError(
+            f"{name} is not on this machine; run `collabkit datasets download {name}`, pass --data-dir PATH, "
+            f"or set {DATA_DIR_ENV}"
+        )
+    folder = fetch(name)
+    text = license_text(folder) or info(name).license
+    log.warning("%s is licensed as follows (from %s):\n%s", name, folder / _readme_name(folder), text)
+    return folder
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
     """Load a dataset by name, fetching it on first use (``download=False`` forbids that)."""
-    folder = find_folder(name, data_dir)
-    if folder is None:
-        if not download:
-            raise DatasetNotFoundError(
-                f"{name} is not on this machine; run `collabkit datasets download {name}`, pass --data-dir PATH, "
-                f"or set {DATA_DIR_ENV}"
-            )
-        folder = fetch(name)
-    return _dataset(name, folder)
+    return _dataset(name, dataset_folder(name, data_dir, download))
 
 
 # --- the names earlier versions offered --------------------------------------------------------------

@@ -34,7 +34,7 @@ from torch import nn, tensor
 
 from collabkit.data import loaders as _core
 from collabkit.data.ratings import Duplicates
-from collabkit.datasets import REGISTRY, fetch, find_folder
+from collabkit.datasets import REGISTRY, dataset_folder
 from collabkit.errors import DatasetNotFoundError
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias, Embedding, EmbeddingNN, Module, create_params, sigmoid_range
@@ -230,5 +230,5 @@ def untar_data(url: str) -> Path:
     """
     for name, entry in REGISTRY.items():
         if entry.url == url:
-            return find_folder(name) or fetch(name)
+            return dataset_folder(name)
     raise DatasetNotFoundError(f"untar_data knows the MovieLens URLs of collabkit's registry, not {url!r}")
