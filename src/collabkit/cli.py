@@ -362,20 +362,24 @@ def _times(clean: pd.DataFrame, args: argparse.Namespace) -> np.ndarray:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.checkpoint is None:
         raise CliError("--resume needs --checkpoint PATH (the checkpoint to continue)")
+    config = _config(args)  # checked before any data is read or any process started
+    several = args.nproc > 1 or distributed.launched_by_torchrun()
+    if config.solver != "sgd" and (args.lr_find or args.checkpoint or several):
+        raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         return distributed.launch(_without_nproc(args.argv), args.nproc)
     if not distributed.launched_by_torchrun():
-        return _train(args, _device(args.device))
+        return _train(args, config, _device(args.device))
     device = _device(args.device)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     distributed.init(device, args.backend)
     try:
         if distributed.is_main():
-            return _train(args, device)
+            return _train(args, config, device)
         logging.getLogger("collabkit").setLevel(logging.ERROR)  # only rank 0 speaks
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            return _train(args, device)
+            return _train(args, config, device)
     finally:
         distributed.shutdown()
 
@@ -408,9 +412,8 @@ def _distributed_check(learn) -> dict:
     }
 
 
-def _train(args: argparse.Namespace, device: torch.device) -> int:
+def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) -> int:
     started = time.perf_counter()
-    config = _config(args)
     dataset = _load_table(args)
     train_frame, valid_frame = _split(args, dataset)
     learn = prepare(
@@ -424,13 +427,10 @@ def _train(args: argparse.Namespace, device: torch.device) -> int:
         f"{len(dls.users):,} users, {len(dls.items):,} items; model {config.model}, y_range {y_range}"
     )
     lr, lr_curve = config.lr, None
-    if config.solver != "sgd":
-        if args.lr_find or args.checkpoint or distributed.world_size() > 1:
-            raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
-        if config.solver == "bayes":
-            print(f"Bayesian PMF by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
-                  f"{config.n_factors} factors; a row per {config.bayes().report_every} sweeps")
-    elif args.resume:
+    if config.solver == "bayes":
+        print(f"Bayesian PMF by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
+              f"{config.n_factors} factors; a row per {config.bayes().report_every} sweeps")
+    elif args.resume:  # (the non-sgd solvers were refused --resume and --lr-find in cmd_train)
         learn.resume(args.checkpoint)
     elif args.lr_find:
         lr_curve = learn.lr_find(show_plot=False)
