@@ -104,6 +104,13 @@ def test_bad_flags_are_one_line_too(capsys):
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "invalid choice: 'svd'" in err
 
 
+def test_a_negative_min_ratings_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--model", "m", "--user", "1", "--min-ratings", "-3"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "must be 0 or more, got -3" in err
+
+
 def test_help_reads_clearly(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])

@@ -77,9 +77,10 @@ def test_explain_prints_tables_and_writes_plots(model_dir, tmp_path, capsys):
     "argv, message",
     [
         (["recommend", "--user", "424242"], "unknown user id(s): 424242"),
-        (["recommend"], "give --user ID [ID ...] or --ratings FILE"),
+        (["recommend"], "give either --user ID [ID ...] or --ratings FILE (a new user's ratings): exactly one"),
+        (["recommend", "--user", "1", "--ratings", "r.csv"], "give either --user ID [ID ...] or --ratings FILE"),
         (["similar", "--item", "Group 3 flim 95"], "did you mean 'Group 3 film 95'"),
-        (["similar"], "give --item ID_OR_TITLE or --user ID"),
+        (["similar"], "give either --item ID_OR_TITLE or --user ID: exactly one of them"),
         (["predict", "--user", "1"], "give --user and --item, or --pairs FILE"),
         (["predict", "--user", "1", "--item", "777", "--strict"], "unknown item id or title '777'"),
         (["predict", "--user", "nobody", "--item", "7", "--strict"], "unknown user id(s): 'nobody'"),

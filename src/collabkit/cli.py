@@ -68,6 +68,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``collabkit: error: ...``), exit status 2."""
 
@@ -245,7 +252,7 @@ def _add_use_commands(commands) -> None:
     recommend.add_argument("--ratings", type=Path, help="a new user's ratings: CSV with item and rating columns")
     recommend.add_argument("-n", type=_positive_int, default=10, help="how many items per user")
     recommend.add_argument("--include-seen", action="store_true", help="keep items the user has already rated")
-    recommend.add_argument("--min-ratings", type=int, default=0,
+    recommend.add_argument("--min-ratings", type=_non_negative_int, default=0,
                            help="only recommend items with at least this many training ratings (default 0)")
 
     similar = command("similar", "list the items (or users) most similar to one, by cosine of their factors")
@@ -550,7 +557,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model)
     if (args.user is None) == (args.ratings is None):
-        raise CliError("give --user ID [ID ...] or --ratings FILE (a new user's ratings), not both")
+        raise CliError("give either --user ID [ID ...] or --ratings FILE (a new user's ratings): exactly one of them")
     if args.ratings is not None:
         out = rec.recommend_new_user(read_ratings_file(args.ratings), n=args.n, exclude_seen=not args.include_seen)
     else:
@@ -562,7 +569,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def cmd_similar(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model)
     if (args.item is None) == (args.user is None):
-        raise CliError("give --item ID_OR_TITLE or --user ID")
+        raise CliError("give either --item ID_OR_TITLE or --user ID: exactly one of them")
     out = rec.similar_items(args.item, n=args.n) if args.item is not None else rec.similar_users(args.user, n=args.n)
     _show(out, args.json)
     return 0
