@@ -51,3 +51,12 @@ def test_divergence_stops_training_with_advice(planted):
     learn = Learner(dls, DotProduct(300, 200, 8), progress=False)
     with pytest.raises(TrainingDivergedError, match="Try a lower learning rate"):
         learn.fit(1, 1e6)
+
+
+def test_the_smoothed_loss_is_fastais_bias_corrected_average():
+    from collabkit.training.recorder import Smoother, smooth
+
+    np.testing.assert_allclose(smooth([1.0, 1.0, 1.0]), [1.0, 1.0, 1.0])  # a constant stays itself
+    np.testing.assert_allclose(smooth([2.0, 0.0]), [2.0, 0.98 * 0.04 / (1 - 0.98**2)])  # by hand: 0.0392 / 0.0396
+    running = Smoother()
+    np.testing.assert_allclose([running(v) for v in [3.0, 1.0, 4.0, 1.0]], smooth([3.0, 1.0, 4.0, 1.0]))

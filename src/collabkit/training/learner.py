@@ -49,7 +49,7 @@ from collabkit.training.optim import (
     optimizer_weight_decay,
     split_decay_params,
 )
-from collabkit.training.recorder import Recorder, smooth
+from collabkit.training.recorder import Recorder, Smoother, smooth
 from collabkit.training.schedule import FASTAI_MOMS, ScheduleSpec, exponential_range
 
 log = logging.getLogger(__name__)
@@ -385,7 +385,7 @@ class Learner:
             schedule.load_state_dict(state["scheduler"])
         if state["generator"] is not None and self.dls.train.generator is not None:
             self.dls.train.generator.set_state(state["generator"])
-        self.recorder = Recorder(**state["recorder"])
+        self.recorder = Recorder.from_dict(state["recorder"])
         return int(state["epochs_done"])
 
     # --- evaluation -------------------------------------------------------------
@@ -484,7 +484,7 @@ class Learner:
         schedule = exponential_range(opt, start_lr, end_lr, num_it)
         lrs: list[float] = []
         raw: list[float] = []
-        best, average, beta = math.inf, 0.0, 0.98
+        best, smoother = math.inf, Smoother()
         self.model.train()
         self._n_batches()  # an empty loader would otherwise be cycled forever
         batches = itertools.islice(itertools.chain.from_iterable(itertools.repeat(self.dls.train)), num_it)
@@ -498,8 +498,7 @@ class Learner:
                     opt.step()
                     schedule.step()
                     raw.append(loss.item())
-                    average = beta * average + (1 - beta) * raw[-1]  # smooth(raw)[-1], kept running
-                    smoothed = average / (1 - beta ** len(raw))
+                    smoothed = smoother(raw[-1])  # smooth(raw)[-1], kept running
                     if stop_div and (not math.isfinite(smoothed) or smoothed > 4 * best):
                         break
                     best = min(best, smoothed)

@@ -7,14 +7,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class Smoother:
+    """fastai's smoothed loss, one value at a time: an exponential moving average with bias correction."""
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta, self.average, self.count = beta, 0.0, 0
+
+    def __call__(self, value: float) -> float:
+        """Take in ``value``; return the smoothed value so far."""
+        self.count += 1
+        self.average = self.beta * self.average + (1 - self.beta) * float(value)
+        return self.average / (1 - self.beta**self.count)
+
+
 def smooth(values: list[float] | np.ndarray, beta: float = 0.98) -> np.ndarray:
-    """Exponential moving average with bias correction (fastai's smoothed loss)."""
-    out = np.empty(len(values))
-    avg = 0.0
-    for i, v in enumerate(values):
-        avg = beta * avg + (1 - beta) * float(v)
-        out[i] = avg / (1 - beta ** (i + 1))
-    return out
+    """Exponential moving average with bias correction (fastai's smoothed loss) of a whole series."""
+    smoother = Smoother(beta)
+    return np.array([smoother(v) for v in values], dtype=np.float64)
 
 
 @dataclass
