@@ -11,7 +11,7 @@ import torch
 matplotlib.use("Agg")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from planted import planted_ratings  # noqa: E402
+from planted import planted_clusters, planted_ratings, train_recommender  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -51,3 +51,15 @@ def ml100k_dir() -> Path:
             if (folder / "u.data").is_file():
                 return folder
     pytest.skip("ml-100k not found: set COLLABKIT_DATA_DIR or place it in ../shared/data (it is never bundled)")
+
+
+@pytest.fixture(scope="session")
+def clusters():
+    """Planted groups of users and items: ``(frame, user_group, item_group)``."""
+    return planted_clusters()
+
+
+@pytest.fixture(scope="session")
+def cluster_rec(clusters):
+    """A Recommender trained 10 epochs on :func:`clusters` (shared by the recommend and interpret tests)."""
+    return train_recommender(clusters[0], epochs=10)

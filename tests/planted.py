@@ -56,3 +56,28 @@ def planted_clusters(
     frame = pd.DataFrame({"user": users, "item": items, "rating": rating.clip(0.5, 5.5).astype(np.float32)})
     frame["title"] = [f"Group {item_group[i]} film {i}" for i in items]
     return frame, user_group, item_group
+
+
+def train_recommender(frame, model_factory=None, seed=0, valid_pct=0.1, epochs=6):
+    """A Recommender trained on ``frame`` (user, item, rating, title columns): DotProductBias with 8 factors
+    unless ``model_factory(n_users, n_items)`` says otherwise; seeded, one-cycle at lr 3e-2."""
+    import torch
+
+    from collabkit import CollabDataLoaders, DotProductBias, Learner, Recommender
+
+    torch.manual_seed(seed)
+    dls = CollabDataLoaders.from_df(frame[["user", "item", "rating"]], valid_pct=valid_pct, seed=seed, bs=128)
+    model = (model_factory or (lambda u, i: DotProductBias(u, i, 8, (0, 6))))(len(dls.users), len(dls.items))
+    learn = Learner(dls, model, progress=False)
+    learn.fit_one_cycle(epochs, 3e-2, wd=0.01)
+    titles = frame.drop_duplicates("item").set_index("item")["title"].to_dict()
+    return Recommender.from_learner(learn, titles=titles)
+
+
+def unused_port() -> int:
+    """A local TCP port nothing listens on (a connection to it is refused at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

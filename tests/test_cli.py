@@ -80,14 +80,11 @@ def test_nan_ratings_are_reported_from_the_cli(tmp_path, capsys):
 
 def test_ml_100k_offline_says_where_to_point(monkeypatch, capsys, tmp_path):
     import dataclasses
-    import socket
 
     from collabkit import datasets
+    from planted import unused_port
 
-    with socket.socket() as s:  # a port nothing listens on: the download is refused at once
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/ml-100k.zip"
+    url = f"http://127.0.0.1:{unused_port()}/ml-100k.zip"  # the download is refused at once
     monkeypatch.setitem(datasets.REGISTRY, "ml-100k", dataclasses.replace(datasets.REGISTRY["ml-100k"], url=url))
     monkeypatch.setenv("COLLABKIT_HOME", str(tmp_path))
     monkeypatch.delenv("COLLABKIT_DATA_DIR", raising=False)

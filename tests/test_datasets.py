@@ -154,12 +154,9 @@ def test_symlink_members_are_refused(tmp_path):
 
 
 def test_offline_names_the_url_and_the_manual_route(home, monkeypatch):
-    import socket
+    from planted import unused_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    entry = dataclasses.replace(datasets.REGISTRY["ml-1m"], url=f"http://127.0.0.1:{port}/ml-1m.zip")
+    entry = dataclasses.replace(datasets.REGISTRY["ml-1m"], url=f"http://127.0.0.1:{unused_port()}/ml-1m.zip")
     monkeypatch.setitem(datasets.REGISTRY, "ml-1m", entry)
     with pytest.raises(DownloadError) as err:
         datasets.load_dataset("ml-1m")

@@ -14,8 +14,7 @@ from collabkit.data.splits import kfold, random_split, temporal_split, user_hold
 from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.metrics import coverage, mae, ranking_metrics, rmse
 from collabkit.training.recipe import TrainConfig
-from planted import planted_clusters
-from test_recommend import train
+from planted import planted_clusters, train_recommender as train
 
 FAST = TrainConfig(epochs=2, bs=512, lr=2e-2, wd=0.01, n_factors=8, y_range=(0, 6), seed=0)
 

@@ -15,7 +15,6 @@ from collabkit.interpret import (
     save_plots,
 )
 from planted import planted_clusters
-from test_recommend import train
 
 
 def png_size(path) -> tuple[int, int]:
@@ -25,9 +24,9 @@ def png_size(path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def setup():
-    frame, user_group, item_group = planted_clusters()
-    return train(frame, epochs=10), frame, item_group
+def setup(cluster_rec, clusters):
+    frame, _, item_group = clusters
+    return cluster_rec, frame, item_group
 
 
 def test_bias_table_ranks_items_by_learned_bias(setup):

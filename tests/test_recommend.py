@@ -7,27 +7,15 @@ import torch
 
 from collabkit import CollabDataLoaders, DataError, DotProduct, DotProductBias, EmbeddingNN, Learner, Recommender
 from collabkit import UnknownIdError
-from planted import planted_clusters
+from planted import train_recommender
 
 
-def train(frame, model_factory=None, seed=0, valid_pct=0.1, epochs=6):
-    torch.manual_seed(seed)
-    dls = CollabDataLoaders.from_df(frame[["user", "item", "rating"]], valid_pct=valid_pct, seed=seed, bs=128)
-    model = (model_factory or (lambda u, i: DotProductBias(u, i, 8, (0, 6))))(len(dls.users), len(dls.items))
-    learn = Learner(dls, model, progress=False)
-    learn.fit_one_cycle(epochs, 3e-2, wd=0.01)
-    titles = frame.drop_duplicates("item").set_index("item")["title"].to_dict()
-    return Recommender.from_learner(learn, titles=titles)
+train = train_recommender
 
 
 @pytest.fixture(scope="module")
-def clusters():
-    return planted_clusters()
-
-
-@pytest.fixture(scope="module")
-def rec(clusters):
-    return train(clusters[0], epochs=10)
+def rec(cluster_rec):
+    return cluster_rec
 
 
 def test_recommends_the_planted_favourites_never_a_seen_item(rec, clusters):

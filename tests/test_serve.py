@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from planted import planted_clusters
+from planted import planted_clusters, unused_port
 
 from collabkit.recommend import Recommender
 from collabkit.training.recipe import TrainConfig, train
@@ -44,17 +43,11 @@ def _train(folder: Path, seed: int, n_groups: int = 4) -> Recommender:
     return Recommender.load(folder)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """A `collabkit.serve.run` subprocess; its stderr (the request log) goes to a file."""
 
     def __init__(self, model_dir: Path, log_path: Path, token: str | None, watch: float | None) -> None:
-        self.port = _free_port()
+        self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if k != "COLLABKIT_RELOAD_TOKEN"}
