@@ -36,7 +36,7 @@ def test_train_from_a_csv_prints_table_metrics_samples_and_saves(ratings_csv, tm
 
 
 @pytest.mark.parametrize("model", ["dot", "nn"])
-@pytest.mark.parametrize("wd_mode", ["l2"])
+@pytest.mark.parametrize("wd_mode", ["l2", "l2-loss"])
 def test_train_other_models_and_wd_modes(ratings_csv, capsys, tmp_path, model, wd_mode):
     args = ["train", "--data", str(ratings_csv), "--user-col", "uid", "--item-col", "iid", "--rating-col", "stars"]
     out_dir = tmp_path / "model"

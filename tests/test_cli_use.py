@@ -63,6 +63,9 @@ def test_similar_items_and_users(model_dir, capsys):
     assert status == 0 and out.count("Group 3 film") == 5
     status, out, _ = run(capsys, "similar", "--model", str(model_dir), "--user", "10", "--json")
     assert status == 0 and len(json.loads(out)) == 10
+    _, user_group, _ = planted_clusters()
+    similar = [row["user"] for row in json.loads(out)]
+    assert 10 not in similar and (user_group[similar] == user_group[10]).mean() >= 0.9  # user 10's planted group
 
 
 def test_explain_prints_tables_and_writes_plots(model_dir, tmp_path, capsys):
