@@ -48,13 +48,18 @@ from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.errors import CollabkitError
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias
-from collabkit.recommend import Recommender
+from collabkit.models.registry import RANKERS
+from collabkit.recommend import RANK_BY, Recommender
 from collabkit.training import WD_MODES, ProgressCallback
 from collabkit.training.recipe import MODELS, PRESETS, SOLVERS, TrainConfig, fit, prepare
 
 log = logging.getLogger("collabkit")
 
 SPLITS = ("random", "temporal", "user-last", "user-random", *ML_100K_SPLITS)
+FEEDBACK = ("auto", "explicit", "implicit")
+WEIGHT_NAMES = ("count", "counts", "plays", "playcount", "play_count", "clicks", "weight", "weights", "quantity",
+                "views", "listens")
+"""A third column with one of these names holds implicit feedback's counts, not ratings (``--feedback auto``)."""
 
 
 class CliError(CollabkitError):
@@ -182,7 +187,14 @@ def _add_data_options(sub: argparse.ArgumentParser) -> None:
     data.add_argument("--title-col", help="item title column of a ratings file, shown beside predictions")
     data.add_argument(
         "--duplicates", choices=DUPLICATE_POLICIES,
-        help="repeated (user, item) pairs (default: error; keep for synthetic data, whose repeats are separate draws)",
+        help="repeated (user, item) pairs (default: error; keep for synthetic data, whose repeats are separate draws "
+        "and for implicit feedback, whose repeats add up)",
+    )
+    data.add_argument(
+        "--feedback", choices=FEEDBACK, default="auto",
+        help="explicit (ratings) or implicit (plays, clicks, purchases: user and item columns, optionally a count "
+        "or weight); default auto: implicit for a file without a third column or whose third column is named like "
+        f"a count ({', '.join(WEIGHT_NAMES[:4])}, ...), else explicit",
     )
 
 
@@ -222,6 +234,10 @@ def _add_train_options(sub: argparse.ArgumentParser) -> None:
     fit.add_argument("--wd-mode", choices=WD_MODES, help="how weight decay is applied")
     fit.add_argument("--bs", type=_positive_int, help="batch size")
     fit.add_argument("--threads", type=_positive_int, help="torch intra-op threads (1 is fastest at small bs)")
+    fit.add_argument("--ranker", choices=("auto", *RANKERS, "none"), default="auto",
+                     help="the ranking model fitted beside the rating model, which ranks recommend, similar and new "
+                     "users: ease (item-item, closed form), ials (implicit ALS, for large catalogues), popular, none; "
+                     "default auto: ease when its items x items matrix fits, else ials")
 
 
 def _add_metric_options(sub: argparse.ArgumentParser) -> None:
@@ -229,6 +245,13 @@ def _add_metric_options(sub: argparse.ArgumentParser) -> None:
     metrics.add_argument("--k", type=_positive_int, default=10, help="cut-off of the ranking metrics (default 10)")
     metrics.add_argument("--threshold", type=float, default=4.0, help="a test rating this high is relevant (default 4)")
     metrics.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    _add_rank_by(metrics)
+
+
+def _add_rank_by(sub) -> None:
+    sub.add_argument("--rank-by", choices=RANK_BY,
+                     help="ranking: the ranking model (default when the model has one); rating: highest predicted "
+                     "rating first, the lesson's way")
 
 
 def _add_use_commands(commands) -> None:
@@ -249,16 +272,22 @@ def _add_use_commands(commands) -> None:
 
     recommend = command("recommend", "recommend the top items for users, or for a new user's ratings")
     recommend.add_argument("--user", nargs="+", help="one or more user ids")
-    recommend.add_argument("--ratings", type=Path, help="a new user's ratings: CSV with item and rating columns")
+    recommend.add_argument("--ratings", type=Path,
+                           help="someone new: a CSV of their items and ratings (columns named as in training, else the "
+                           "first two), or of items alone for the ranking model")
     recommend.add_argument("-n", type=_positive_int, default=10, help="how many items per user")
     recommend.add_argument("--include-seen", action="store_true", help="keep items the user has already rated")
     recommend.add_argument("--min-ratings", type=_non_negative_int, default=0,
                            help="only recommend items with at least this many training ratings (default 0)")
+    _add_rank_by(recommend)
 
-    similar = command("similar", "list the items (or users) most similar to one, by cosine of their factors")
+    similar = command("similar", "list the items (or users) most similar to one, by the ranking model or the factors")
     similar.add_argument("--item", help="an item id or title")
     similar.add_argument("--user", help="a user id")
     similar.add_argument("-n", type=_positive_int, default=10, help="how many to list")
+    similar.add_argument("--min-ratings", type=_non_negative_int, default=0,
+                         help="only list items with at least this many training ratings (minimum support; default 0)")
+    _add_rank_by(similar)
 
     explain = command("explain", "show the learned item biases and the main axes of taste, and draw plots")
     explain.add_argument("--plots", type=Path, help="write PNG plots to this directory")
@@ -419,9 +448,39 @@ def _distributed_check(learn) -> dict:
     }
 
 
+def _feedback(args: argparse.Namespace, dataset: Dataset) -> str:
+    """explicit or implicit: as --feedback says, else guessed from the third column (and said)."""
+    if args.feedback != "auto":
+        return args.feedback
+    rating = dataset.rating_col
+    if not rating or rating not in dataset.ratings.columns:
+        guess, why = "implicit", "the table has no third (rating) column"
+    elif str(rating).lower() in WEIGHT_NAMES:
+        guess, why = "implicit", f"its third column {rating!r} is named like a count"
+    else:
+        return "explicit"
+    print(f"feedback: implicit ({why}; --feedback explicit to override)")
+    return guess
+
+
+def _interaction_table(args: argparse.Namespace, dataset: Dataset) -> Dataset:
+    """Implicit feedback as a three-column table: user, item, and the count or weight (1 where none is given)."""
+    frame, weight = dataset.ratings, args.rating_col or dataset.rating_col
+    if not weight or weight not in frame.columns or (args.rating_col is None and str(weight).lower() not in WEIGHT_NAMES):
+        weight = "weight" if "weight" not in frame.columns else "__weight__"
+        frame = frame.assign(**{weight: np.float32(1.0)})
+    if args.duplicates is None:
+        args.duplicates = "keep"  # repeated plays add up
+    return dataclasses.replace(dataset, ratings=frame, rating_col=weight)
+
+
 def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) -> int:
     started = time.perf_counter()
     dataset = _load_table(args)
+    if _feedback(args, dataset) == "implicit":
+        if distributed.world_size() > 1:
+            raise CliError("implicit feedback trains a ranking model on one process; drop --nproc")
+        return _train_implicit(args, _interaction_table(args, dataset), started)
     train_frame, valid_frame = _split(args, dataset)
     learn = prepare(
         config, train_frame, valid_frame, duplicates=_duplicates(args), device=device,
@@ -451,6 +510,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
 
     info = {
         "data": dataset.name,
+        "feedback": "explicit",
         "split": args.split,
         "valid_pct": args.valid_pct,
         "config": {**dataclasses.asdict(config), "lr": lr},
@@ -465,10 +525,54 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
         info["distributed"] = _distributed_check(learn)
     titles = dataset.titles.to_dict() if len(dataset.titles) else None
     recommender = Recommender.from_learner(learn, titles=titles, info=info)
+    if args.ranker != "none" and distributed.is_main():
+        _fit_ranker(recommender, args.ranker, train_frame, valid_frame, info)
     if args.show > 0 and dls.valid.n:
         _print_samples(recommender, dls, preds, args.show)
     if args.out is not None and distributed.is_main():
         recommender.save(args.out)
+        print(f"\nsaved model to {args.out}/")
+    return 0
+
+
+def _fit_ranker(
+    rec: Recommender, name: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame, info: dict
+) -> None:
+    """Fit the ranking model, say how long it took, and print its validation top-10 beside popularity's."""
+    started = time.perf_counter()
+    rec.fit_ranker(name)
+    seconds = time.perf_counter() - started
+    info["ranker_seconds"] = seconds
+    print(f"ranking model: {rec.ranker.name} {rec.ranker.config()} fitted in {seconds:.2f} s")
+    if len(valid_frame) == 0:
+        return
+    metrics = evaluate(rec, train_frame, valid_frame, k=10)
+    table = metrics.set_index("metric")
+    if "precision@10" not in table.index:
+        return
+    ranking = {m: float(table.loc[m, "value"]) for m in ("precision@10", "ndcg@10")}
+    info["valid_ranking"] = ranking
+    print(f"valid top-10: precision {ranking['precision@10']:.4f}  NDCG {ranking['ndcg@10']:.4f}  "
+          f"(most popular: {table.loc['precision@10', 'popularity']:.4f} / {table.loc['ndcg@10', 'popularity']:.4f})")
+
+
+def _train_implicit(args: argparse.Namespace, dataset: Dataset, started: float) -> int:
+    """Implicit feedback: a ranking model only (there are no ratings to predict)."""
+    if args.ranker == "none":
+        raise CliError("implicit feedback trains only a ranking model; --ranker none leaves nothing to train")
+    train_frame, valid_frame = _split(args, dataset)
+    titles = dataset.titles.to_dict() if len(dataset.titles) else None
+    info = {
+        "data": dataset.name, "feedback": "implicit", "split": args.split, "valid_pct": args.valid_pct,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    rec = Recommender.from_interactions(train_frame, titles=titles, ranker="popular", info=info)
+    print(f"{dataset.name}: {len(train_frame):,} train / {len(valid_frame):,} valid interactions ({args.split} split), "
+          f"{len(rec.users):,} users, {len(rec.items):,} items; implicit feedback, ranking model only")
+    _fit_ranker(rec, args.ranker, train_frame, valid_frame, info)
+    print(f"({time.perf_counter() - started:.2f} s in all)")
+    if args.out is not None:
+        rec.save(args.out)
         print(f"\nsaved model to {args.out}/")
     return 0
 
@@ -483,17 +587,24 @@ def _print_metrics(frame: pd.DataFrame, as_json: bool) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model)
-    train_frame, test_frame = _split(args, _load_table(args))
-    _print_metrics(evaluate(rec, train_frame, test_frame, k=args.k, threshold=args.threshold), args.json)
+    dataset = _load_table(args)
+    if not rec.predicts_ratings:
+        dataset = _interaction_table(args, dataset)
+    train_frame, test_frame = _split(args, dataset)
+    metrics = evaluate(rec, train_frame, test_frame, k=args.k, threshold=args.threshold, rank_by=args.rank_by)
+    _print_metrics(metrics, args.json)
     return 0
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
     config = _config(args)
     dataset = _load_table(args)
+    if _feedback(args, dataset) == "implicit":
+        raise CliError("cv trains rating models; for implicit feedback use train with a split, then evaluate")
     columns = (dataset.user_col, dataset.item_col, dataset.rating_col)
     per_fold = cross_validate(
-        config, dataset.ratings, args.folds, args.seed, args.k, args.threshold, columns, duplicates=_duplicates(args)
+        config, dataset.ratings, args.folds, args.seed, args.k, args.threshold, columns, duplicates=_duplicates(args),
+        ranker=None if args.ranker == "none" else args.ranker, rank_by=args.rank_by,
     )
     summary = summarise(per_fold)
     summary.attrs = per_fold.attrs
@@ -502,7 +613,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
                           "summary": summary.to_dict(orient="records")}))
         return 0
     print(f"{dataset.name}: {args.folds}-fold cross-validation, preset {args.preset}")
-    shown = ["fold", "rmse", "mae", f"precision@{args.k}", f"ndcg@{args.k}", "fit_seconds"]
+    shown = ["fold", "rmse", "mae", f"precision@{args.k}", f"ndcg@{args.k}", f"popularity precision@{args.k}",
+             f"popularity ndcg@{args.k}", "fit_seconds"]
     print(per_fold[[c for c in shown if c in per_fold]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print()
     _print_metrics(summary, False)
@@ -559,9 +671,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if (args.user is None) == (args.ratings is None):
         raise CliError("give either --user ID [ID ...] or --ratings FILE (a new user's ratings): exactly one of them")
     if args.ratings is not None:
-        out = rec.recommend_new_user(read_ratings_file(args.ratings), n=args.n, exclude_seen=not args.include_seen)
+        out = rec.recommend_new_user(read_ratings_file(args.ratings), n=args.n, exclude_seen=not args.include_seen,
+                                     rank_by=args.rank_by, min_ratings=args.min_ratings)
     else:
-        out = rec.recommend(args.user, n=args.n, exclude_seen=not args.include_seen, min_ratings=args.min_ratings)
+        out = rec.recommend(args.user, n=args.n, exclude_seen=not args.include_seen, min_ratings=args.min_ratings,
+                            rank_by=args.rank_by)
     _show(out, args.json)
     return 0
 
@@ -570,7 +684,10 @@ def cmd_similar(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model)
     if (args.item is None) == (args.user is None):
         raise CliError("give either --item ID_OR_TITLE or --user ID: exactly one of them")
-    out = rec.similar_items(args.item, n=args.n) if args.item is not None else rec.similar_users(args.user, n=args.n)
+    if args.item is not None:
+        out = rec.similar_items(args.item, n=args.n, min_ratings=args.min_ratings, rank_by=args.rank_by)
+    else:
+        out = rec.similar_users(args.user, n=args.n)
     _show(out, args.json)
     return 0
 

@@ -8,10 +8,14 @@ Protocol of :func:`evaluate` (also returned in ``result.attrs["protocol"]``):
   :meth:`~collabkit.recommend.Recommender.predict`; nothing is dropped.
 * **Ranking metrics at k** (precision, recall, NDCG, MAP, hit rate, MRR) over
   the test users with at least one relevant test item, where *relevant* means
-  a test rating at or above ``threshold``. Each user's candidates are all the
-  items the model trained on that the user did not rate in the training table
-  ("all unrated items"); catalogue coverage is the share of trained items that
-  appear in some top-k list.
+  a test rating at or above ``threshold`` (for implicit feedback, every test
+  interaction). Each user's candidates are all the items the model trained on
+  that the user did not rate in the training table ("all unrated items", never
+  sampled negatives); catalogue coverage is the share of trained items that
+  appear in some top-k list. The lists come from the ranking model when the
+  model has one (``rank_by``), and the same metrics of the most-popular chart
+  of the training table stand beside them in the ``popularity`` column, so the
+  lift is in plain sight.
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ import numpy as np
 import pandas as pd
 
 from collabkit.data.history import RatingHistory
+from collabkit.data.interactions import Interactions
 from collabkit.data.ratings import Duplicates, validate_ratings
 from collabkit.data.splits import kfold
 from collabkit.metrics import coverage, mae, ranking_metrics, rmse
+from collabkit.models.popular import Popularity
 from collabkit.recommend import Recommender
 from collabkit.training.recipe import TrainConfig, train
 
 PROTOCOL = (
     "rating metrics over all test ratings (cold users/items predicted by fallback and counted); "
-    "ranking metrics at k over test users with a relevant item (test rating >= {threshold}), "
-    "candidates: all trained items the user did not rate in training"
+    "ranking metrics at k over test users with a relevant item ({relevant}), ranked by {rank_by}, "
+    "candidates: all trained items the user did not rate in training; popularity: the most-rated training items"
 )
 
 
@@ -42,48 +48,72 @@ def evaluate(
     test_frame: pd.DataFrame,
     k: int = 10,
     threshold: float = 4.0,
+    rank_by: str | None = None,
 ) -> pd.DataFrame:
     """Metrics of ``rec`` on ``test_frame``; ``train_frame`` is what it was trained on (for exclusion).
 
-    Both frames have user, item and rating as their first three columns.
+    Both frames have user, item and rating (or, for implicit feedback, weight) as their
+    first three columns. ``rank_by`` chooses the model behind the top-k lists (see
+    :meth:`~collabkit.recommend.Recommender.recommend`).
 
     Returns:
-        A tidy DataFrame ``metric, value``; ``attrs["protocol"]`` states the protocol.
+        A tidy DataFrame ``metric, value, popularity`` (the most-popular chart's value of each
+        ranking metric); ``attrs["protocol"]`` states the protocol.
     """
     if k < 1:
         raise ValueError(f"k must be a positive integer, got {k}")
+    rank_by = rec._rank_by(rank_by)
     train_frame = validate_ratings(train_frame, duplicates="keep")
     test_frame = validate_ratings(test_frame, duplicates="keep", min_ids=1)
     users, items = test_frame.iloc[:, 0].to_numpy(), test_frame.iloc[:, 1].to_numpy()
-    preds, fallback = rec.predict_values(users, items)
     truth = test_frame.iloc[:, 2].to_numpy(dtype=np.float64)
-    # the fallback column already says which side the model never trained on
-    u_known = ~np.isin(fallback, ("user", "user+item"))
-    i_known = ~np.isin(fallback, ("item", "user+item"))
-    values: dict[str, float] = {
-        "rmse": rmse(preds, truth),
-        "mae": mae(preds, truth),
+    u_rows = rec.users.index(rec.users.parse(users))
+    i_rows = rec.items.index(rec.items.parse(items))
+    u_known = (u_rows >= 0) & rec.user_trained[np.maximum(u_rows, 0)]
+    i_known = (i_rows >= 0) & rec.item_trained[np.maximum(i_rows, 0)]
+    values: dict[str, float] = {}
+    if rec.predicts_ratings:
+        preds, _ = rec.predict_values(users, items)
+        values.update({"rmse": rmse(preds, truth), "mae": mae(preds, truth)})
+    values.update({
         "test_ratings": float(len(truth)),
         "cold_users": float(len(set(np.asarray(users, dtype=object)[~u_known]))),
         "cold_items": float(len(set(np.asarray(items, dtype=object)[~i_known]))),
-        "fallback_rows": float((fallback != "").sum()),
-    }
-
-    relevant = np.flatnonzero((truth >= threshold) & u_known & i_known)
+        "fallback_rows": float((~u_known | ~i_known).sum()),
+    })
+    baseline: dict[str, float] = {}
+    liked = truth >= threshold if rec.predicts_ratings else np.ones(len(truth), dtype=bool)
+    relevant = np.flatnonzero(liked & u_known & i_known)
     if len(relevant):
-        u_rows = rec.users.index(rec.users.parse(users[relevant]))
-        i_rows = rec.items.index(rec.items.parse(items[relevant]))
-        scored_users, user_index = np.unique(u_rows, return_inverse=True)
+        scored_users, user_index = np.unique(u_rows[relevant], return_inverse=True)
         exclusion = _training_history(rec, train_frame)
-        scores, top = rec.top_n(scored_users, n=k, exclude=exclusion)
-        top = np.where(np.isfinite(scores), top, -1)
-        ranking = ranking_metrics(top, user_index, i_rows, k)
-        values.update({f"{name}@{k}": value for name, value in ranking.items() if name != "users"})
-        values["ranked_users"] = ranking["users"]
-        values[f"coverage@{k}"] = coverage(top, int(rec.item_trained.sum()))
-    result = pd.DataFrame({"metric": list(values), "value": list(values.values())})
-    result.attrs["protocol"] = PROTOCOL.format(threshold=threshold)
+        popular = _popularity(rec, exclusion)
+        for target, model, how in ((values, rec, rank_by), (baseline, popular, "ranking")):
+            scores, top = model.top_n(scored_users, n=k, exclude=exclusion, rank_by=how)
+            top = np.where(np.isfinite(scores), top, -1)
+            ranking = ranking_metrics(top, user_index, i_rows[relevant], k)
+            target.update({f"{name}@{k}": value for name, value in ranking.items() if name != "users"})
+            target["ranked_users"] = ranking["users"]
+            target[f"coverage@{k}"] = coverage(top, int(rec.item_trained.sum()))
+    result = pd.DataFrame({
+        "metric": list(values), "value": list(values.values()),
+        "popularity": [baseline.get(name, np.nan) for name in values],
+    })
+    what = f"test rating >= {threshold}" if rec.predicts_ratings else "every test interaction"
+    result.attrs["protocol"] = PROTOCOL.format(relevant=what, rank_by=_ranked_by(rec, rank_by))
     return result
+
+
+def _ranked_by(rec: Recommender, rank_by: str) -> str:
+    return f"the {rec.ranker.name} ranking model" if rank_by == "ranking" else "predicted rating"
+
+
+def _popularity(rec: Recommender, history: RatingHistory) -> Recommender:
+    """The most-popular chart of ``history``'s training pairs, in ``rec``'s rows, as a Recommender."""
+    users = np.repeat(np.arange(len(rec.users)), np.diff(history.indptr))
+    interactions = Interactions.from_rows(users, history.indices, None, len(rec.users), len(rec.items))
+    chart = Popularity().fit(interactions)
+    return Recommender(None, rec.users, rec.items, rec.columns, None, None, rec.history, chart, interactions)
 
 
 def _training_history(rec: Recommender, train_frame: pd.DataFrame) -> RatingHistory:
@@ -104,11 +134,15 @@ def cross_validate(
     threshold: float = 4.0,
     columns: Sequence[str | None] = (None, None, None),
     duplicates: Duplicates = "error",
+    ranker: str | None = "auto",
+    rank_by: str | None = None,
 ) -> pd.DataFrame:
     """Train and evaluate ``config`` on each of ``folds`` random folds of ``frame``.
 
     ``duplicates`` says what to do with repeated (user, item) pairs, as in
     :func:`~collabkit.data.validate_ratings`; it is applied once, to the whole table.
+    ``ranker`` names the ranking model fitted beside the rating model (``None``: none);
+    ``rank_by`` is :func:`evaluate`'s.
 
     Returns:
         One row per fold: ``fold``, every metric of :func:`evaluate`, and
@@ -120,11 +154,16 @@ def cross_validate(
         train_part, test_part = clean.iloc[train_idx], clean.iloc[test_idx]
         started = time.perf_counter()
         learn = train(config, train_part, test_part, duplicates=duplicates)
+        rec = Recommender.from_learner(learn)
+        if ranker is not None:
+            rec.fit_ranker(ranker)
         fit_seconds = time.perf_counter() - started
-        metrics = evaluate(Recommender.from_learner(learn), train_part, test_part, k=k, threshold=threshold)
-        rows.append({"fold": fold, **dict(zip(metrics["metric"], metrics["value"])), "fit_seconds": fit_seconds})
+        metrics = evaluate(rec, train_part, test_part, k=k, threshold=threshold, rank_by=rank_by)
+        popular = {f"popularity {m}": v for m, v in zip(metrics["metric"], metrics["popularity"]) if not np.isnan(v)}
+        rows.append({"fold": fold, **dict(zip(metrics["metric"], metrics["value"])), **popular,
+                     "fit_seconds": fit_seconds})
     out = pd.DataFrame(rows)
-    out.attrs["protocol"] = PROTOCOL.format(threshold=threshold)
+    out.attrs["protocol"] = metrics.attrs["protocol"]
     return out
 
 

@@ -2,12 +2,20 @@
 
 A model directory holds these files::
 
-    model.safetensors   the weights (safetensors: tensors only, no code)
-    config.json         format version, model class and constructor arguments,
-                        column names, and what the training run recorded
-    vocab.json          the raw user and item ids in row order, and item titles
-    history.safetensors optional: who rated what, for top-N and fallbacks
-                        (see :class:`~collabkit.data.history.RatingHistory`)
+    model.safetensors        the rating model's weights (safetensors: tensors only,
+                             no code); absent for implicit feedback, which has none
+    config.json              format version, model and ranker classes and their
+                             constructor arguments, column names, and what the
+                             training run recorded
+    vocab.json               the raw user and item ids in row order, and item titles
+    history.safetensors      optional: who rated what, for top-N and fallbacks
+                             (see :class:`~collabkit.data.history.RatingHistory`)
+    ranker.safetensors       optional: the ranking model's weights (EASE, iALS, ...)
+    interactions.safetensors with the ranker: the training interactions it scores
+                             users from (see :mod:`collabkit.data.interactions`)
+
+Format version 2 added the ranker and made the rating model optional; version
+1 directories (a rating model only) load as before.
 
 :func:`save_model` writes into a temporary sibling directory and renames it
 into place only when every file is complete, so a failed save leaves any
@@ -29,32 +37,35 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from collabkit.data.history import RatingHistory
+from collabkit.data.interactions import Interactions
 from collabkit.data.vocab import Vocabulary
 from collabkit.errors import ModelFileError
-from collabkit.models import DotProduct, DotProductBias, EmbeddingNN
+from collabkit.models.ranker import Ranker
+from collabkit.models.registry import RANKERS, RATING_MODELS
 
 FORMAT = "collabkit-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 WEIGHTS, CONFIG, VOCAB, HISTORY = "model.safetensors", "config.json", "vocab.json", "history.safetensors"
+RANKER, INTERACTIONS = "ranker.safetensors", "interactions.safetensors"
+FILES = (WEIGHTS, CONFIG, VOCAB, HISTORY, RANKER, INTERACTIONS)
 
-MODEL_CLASSES: dict[str, type[nn.Module]] = {
-    "DotProduct": DotProduct,
-    "DotProductBias": DotProductBias,
-    "EmbeddingNN": EmbeddingNN,
-}
+MODEL_CLASSES = RATING_MODELS  # the name older code imported
 
 
 @dataclass
 class LoadedModel:
     """What :func:`load_model` returns: the rebuilt model (in eval mode) and its metadata."""
 
-    model: nn.Module
+    model: nn.Module | None
     users: Vocabulary
     items: Vocabulary
     columns: dict[str, str]
     titles: list[str | None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     history: RatingHistory | None = None
+    ranker: Ranker | None = None
+    interactions: Interactions | None = None
 
 
 def _model_class_name(model: nn.Module) -> str:
@@ -66,6 +77,13 @@ def _model_class_name(model: nn.Module) -> str:
         f"cannot save a {type(model).__name__}: only collabkit's built-in models "
         f"({', '.join(MODEL_CLASSES)}) can be rebuilt from a config file"
     )
+
+
+def _ranker_name(ranker: Ranker) -> str:
+    for name, klass in RANKERS.items():
+        if type(ranker) is klass:
+            return name
+    raise ModelFileError(f"cannot save a {type(ranker).__name__}: it is not in collabkit's ranker registry")
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -80,35 +98,45 @@ def _is_replaceable(path: Path) -> bool:
     if not path.is_dir():
         return False
     entries = list(path.iterdir())
-    return not entries or (path / CONFIG).is_file() and set(e.name for e in entries) <= {WEIGHTS, CONFIG, VOCAB, HISTORY}
+    return not entries or (path / CONFIG).is_file() and set(e.name for e in entries) <= set(FILES)
 
 
 def save_model(
     path: str | Path,
-    model: nn.Module,
+    model: nn.Module | None,
     users: Vocabulary,
     items: Vocabulary,
     columns: dict[str, str],
     titles: list[str | None] | None = None,
     info: dict[str, Any] | None = None,
     history: RatingHistory | None = None,
+    ranker: Ranker | None = None,
+    interactions: Interactions | None = None,
 ) -> Path:
     """Write ``model`` and its vocabularies to the directory ``path``, atomically.
 
     Args:
         path: the model directory; an existing collabkit model there is replaced.
-        model: a built-in model (``DotProduct``, ``DotProductBias``, ``EmbeddingNN``).
+        model: a built-in rating model (``DotProduct``, ``DotProductBias``, ``EmbeddingNN``),
+            or ``None`` for a ranking-only model (implicit feedback).
         users, items: the vocabularies whose rows the model's tables follow.
         columns: ``{"user": ..., "item": ..., "rating": ...}`` column names.
         titles: optional title per item row.
         info: anything JSON-serialisable to keep with the model (data, epochs, metrics).
         history: who rated what (for ``exclude_seen`` and unknown-id fallbacks).
+        ranker: a fitted ranking model (see :mod:`collabkit.models.registry`), with
+            ``interactions``, the training interactions it scores users from.
 
     Returns:
         The directory written.
     """
     path = Path(path)
-    class_name = _model_class_name(model)
+    if model is None and ranker is None:
+        raise ValueError("nothing to save: give a rating model, a ranker, or both")
+    if (ranker is None) != (interactions is None):
+        raise ValueError("a ranker is saved with the interactions it scores users from: give both or neither")
+    class_name = None if model is None else _model_class_name(model)
+    ranker_name = None if ranker is None else _ranker_name(ranker)
     if path.exists() and not _is_replaceable(path):
         raise ModelFileError(f"{str(path)!r} exists and is not a collabkit model directory; refusing to overwrite it")
     if titles is not None and len(titles) != len(items):
@@ -116,18 +144,23 @@ def save_model(
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": {"class": class_name, "config": model.config()},
+        "model": None if model is None else {"class": class_name, "config": model.config()},
+        "ranker": None if ranker is None else {"class": ranker_name, "config": ranker.config()},
         "columns": dict(columns),
         "info": info or {},
         "history": None if history is None else {"global_mean": history.global_mean},
     }
     vocab = {"users": users.to_list(), "items": items.to_list(), "titles": titles}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = None if model is None else {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
     try:
-        save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
+        if tensors is not None:
+            save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
+        if ranker is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in ranker.state().items()}, str(staging / RANKER))
+            save_file(interactions.to_tensors(), str(staging / INTERACTIONS))
         _write_json(staging / CONFIG, config)
         _write_json(staging / VOCAB, vocab)
         if history is not None:
@@ -172,44 +205,72 @@ def load_model(path: str | Path) -> LoadedModel:
     vocab = _read_json(path / VOCAB)
     if config.get("format") != FORMAT:
         raise ModelFileError(f"{str(path / CONFIG)!r} is not a collabkit model config (format={config.get('format')!r})")
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in READABLE_VERSIONS:
         raise ModelFileError(
             f"{str(path)!r} has model format version {config.get('format_version')!r}; "
-            f"this collabkit reads version {FORMAT_VERSION}"
+            f"this collabkit reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
-        spec = config["model"]
-        klass = MODEL_CLASSES[spec["class"]]
-        model = klass(**spec["config"])
         users = Vocabulary(vocab["users"], name=config["columns"]["user"])
         items = Vocabulary(vocab["items"], name=config["columns"]["item"])
+        spec, ranker_spec = config["model"], config.get("ranker")
+        if spec is None and ranker_spec is None:
+            raise ValueError("neither a rating model nor a ranker is named")
+        model = None if spec is None else RATING_MODELS[spec["class"]](**spec["config"])
+        ranker = None if ranker_spec is None else RANKERS[ranker_spec["class"]](**ranker_spec["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{str(path)!r} has an inconsistent config or vocabulary: {exc!r}") from exc
-    weights_path = path / WEIGHTS
-    if not weights_path.is_file():
-        raise ModelFileError(f"{str(path)!r} is not a collabkit model directory: {WEIGHTS} is missing")
+    if model is not None:
+        _load_weights(path, model, spec["class"], len(users), len(items))
+    interactions = None
+    if ranker is not None:
+        ranker.load_state(_read_tensors(path / RANKER), len(users), len(items))
+        interactions = _load_interactions(path, len(users), len(items))
+    titles = vocab.get("titles")
+    if titles is not None and len(titles) != len(items):
+        raise ModelFileError(f"{str(path / VOCAB)!r}: {len(titles)} titles for {len(items)} items")
+    history = _load_history(path, config, len(users), len(items))
+    return LoadedModel(
+        model, users, items, dict(config["columns"]), titles, dict(config.get("info", {})), history, ranker, interactions
+    )
+
+
+def _read_tensors(path: Path) -> dict:
+    if not path.is_file():
+        raise ModelFileError(f"{str(path.parent)!r} is not a collabkit model directory: {path.name} is missing")
     try:
-        tensors = load_file(str(weights_path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{str(weights_path)!r} is corrupt: {exc}") from exc
+        raise ModelFileError(f"{str(path)!r} is corrupt: {exc}") from exc
+
+
+def _load_interactions(path: Path, n_users: int, n_items: int) -> Interactions:
+    try:
+        interactions = Interactions.from_tensors(_read_tensors(path / INTERACTIONS))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ModelFileError(f"{str(path / INTERACTIONS)!r} is corrupt: {exc!r}") from exc
+    if interactions.n_users != n_users or interactions.n_items != n_items:
+        raise ModelFileError(f"{str(path / INTERACTIONS)!r} does not match vocab.json ({n_users} users, {n_items} items)")
+    return interactions
+
+
+def _load_weights(path: Path, model: nn.Module, class_name: str, n_users: int, n_items: int) -> None:
+    """Fill ``model`` from model.safetensors, checking its tables against the vocabularies."""
+    weights_path = path / WEIGHTS
+    tensors = _read_tensors(weights_path)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[:3]
         raise ModelFileError(f"{str(weights_path)!r} does not match its config: {' '.join(first)}") from exc
     n_rows = {k: v.shape[0] for k, v in tensors.items() if k.endswith("weight") and v.ndim == 2}
-    expected = _expected_rows(spec["class"], len(users), len(items))
+    expected = _expected_rows(class_name, n_users, n_items)
     for key, rows in expected.items():
         if n_rows.get(key) != rows:
             raise ModelFileError(
                 f"{str(path)!r}: {key} has {n_rows.get(key)} rows but vocab.json lists {rows} ids"
             )
-    titles = vocab.get("titles")
-    if titles is not None and len(titles) != len(items):
-        raise ModelFileError(f"{str(path / VOCAB)!r}: {len(titles)} titles for {len(items)} items")
-    history = _load_history(path, config, len(users), len(items))
     model.eval()
-    return LoadedModel(model, users, items, dict(config["columns"]), titles, dict(config.get("info", {})), history)
 
 
 def _load_history(path: Path, config: dict, n_users: int, n_items: int) -> RatingHistory | None:

@@ -12,6 +12,15 @@ vectors are augmented so that one product carries the biases too::
     user u -> [p_u, b_u, 1]      item i -> [q_i, 1, b_i]
     [p_u, b_u, 1] · [q_i, 1, b_i] = p_u · q_i + b_u + b_i
 
+Two models can stand behind one Recommender: the *rating model* (what a user
+would give an item they rate; :meth:`Recommender.predict`) and the *ranking
+model* (which items a user picks; a :class:`~collabkit.models.ranker.Ranker`
+such as EASE or implicit ALS). Top-N lists, similar items and new users are
+ranked by the ranking model when there is one (``rank_by="ranking"``, the
+default) and by predicted rating otherwise or when asked (``rank_by="rating"``,
+the lesson's way). A model trained on implicit feedback has only the ranker
+and refuses to predict ratings.
+
 Unknown ids (the policy of :meth:`Recommender.predict`):
     An id the model never trained on (absent, or present only in the
     validation split) is replaced by the *average trained user* (or item): the
@@ -37,11 +46,18 @@ import pandas as pd
 import torch
 
 from collabkit.data.history import RatingHistory
+from collabkit.data.interactions import Interactions
+from collabkit.data.ratings import validate_ratings
 from collabkit.data.vocab import UNKNOWN, Vocabulary
 from collabkit.errors import DataError, NotFittedError, UnknownIdError
 from collabkit.io import load_model, save_model
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, sigmoid_range
+from collabkit.models.ease import EASE
+from collabkit.models.ranker import Ranker
+from collabkit.models.registry import ranker as make_ranker
 from collabkit.training.losses import MSELossFlat
+
+RANK_BY = ("ranking", "rating")
 
 PAIRS_PER_CHUNK = 1 << 21
 """How many (user, item) pairs a neural model scores at once in :meth:`FactorView.grid`."""
@@ -124,35 +140,72 @@ def _sequence(values: Iterable[Any]) -> Sequence[Any]:
 class Recommender:
     """A trained model together with the vocabularies and history that give its rows meaning.
 
-    Build one from a fitted learner (:meth:`from_learner`) or a saved model
-    directory (:meth:`load`).
+    Build one from a fitted learner (:meth:`from_learner`, then :meth:`fit_ranker`
+    for ranking), from implicit feedback (:meth:`from_interactions`) or from a
+    saved model directory (:meth:`load`).
 
     Args:
-        model: a ``DotProduct``, ``DotProductBias`` or ``EmbeddingNN``.
+        model: the rating model, a ``DotProduct``, ``DotProductBias`` or ``EmbeddingNN``;
+            ``None`` for implicit feedback (then ``ranker`` is required).
         users, items: the vocabularies of the model's rows.
         columns: ``{"user": ..., "item": ..., "rating": ...}`` column names.
         titles: optional title per item row.
         info: metadata kept with a saved model.
         history: who rated what; needed for ``exclude_seen`` and to know which
             rows were trained.
+        ranker: a fitted ranking model, which ranks top-N lists, similar items and new users.
+        interactions: the training interactions the ranker scores users from (given with ``ranker``,
+            or kept by :meth:`from_learner` for :meth:`fit_ranker`).
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | None,
         users: Vocabulary,
         items: Vocabulary,
         columns: dict[str, str] | None = None,
         titles: Sequence[str | None] | None = None,
         info: dict[str, Any] | None = None,
         history: RatingHistory | None = None,
+        ranker: Ranker | None = None,
+        interactions: Interactions | None = None,
     ) -> None:
-        self.model = model.eval()
+        if model is None and ranker is None:
+            raise ValueError("a Recommender needs a rating model, a ranker, or both")
+        if ranker is not None and interactions is None:
+            raise ValueError("a ranker needs the interactions it scores users from")
+        self.model = model.eval() if model is not None else None
         self.users, self.items = users, items
         self.columns = columns or {"user": users.name, "item": items.name, "rating": "rating"}
         self.titles = list(titles) if titles is not None else None
         self.info = info or {}
         self.history = history
+        self.ranker, self.interactions = ranker, interactions
+
+    @property
+    def predicts_ratings(self) -> bool:
+        """Whether there is a rating model (implicit-feedback models only rank)."""
+        return self.model is not None
+
+    def _rank_by(self, rank_by: str | None) -> str:
+        """``rank_by`` checked against the models at hand; ``None``: the ranker when there is one."""
+        if rank_by is None:
+            return "ranking" if self.ranker is not None else "rating"
+        if rank_by not in RANK_BY:
+            raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
+        if rank_by == "ranking" and self.ranker is None:
+            raise DataError("this model has no ranking model: retrain it (collabkit train fits one) or rank by rating")
+        if rank_by == "rating":
+            self._rating_model()
+        return rank_by
+
+    def _rating_model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise DataError(
+                "this model was trained on implicit feedback (no ratings): it ranks items but cannot predict "
+                "ratings; use recommend or similar"
+            )
+        return self.model
 
     # --- construction and persistence -------------------------------------------------
     @classmethod
@@ -170,22 +223,97 @@ class Recommender:
         info = dict(info or {})
         if isinstance(learn.loss_func, MSELossFlat):
             info.setdefault("train_mse", float(learn.recorder.values[-1][0]))
-        return cls(learn.model, dls.users, dls.items, columns, row_titles, info, RatingHistory.from_dls(dls))
+        train_x = dls.train.x.cpu().numpy()
+        interactions = Interactions.from_ratings(
+            train_x[:, 0], train_x[:, 1], dls.train.y.cpu().numpy(), len(dls.users), len(dls.items)
+        )
+        rec = cls(learn.model, dls.users, dls.items, columns, row_titles, info, RatingHistory.from_dls(dls))
+        rec.interactions = interactions
+        return rec
+
+    @classmethod
+    def from_interactions(
+        cls,
+        frame: pd.DataFrame,
+        user_col: str | None = None,
+        item_col: str | None = None,
+        weight_col: str | None = None,
+        titles: Mapping | None = None,
+        ranker: str | Ranker = "auto",
+        info: dict[str, Any] | None = None,
+        **ranker_config,
+    ) -> Recommender:
+        """A ranking-only model of implicit feedback: who played, clicked or bought what.
+
+        Args:
+            frame: one row per interaction; repeated (user, item) pairs add up.
+            user_col, item_col: default: the first two columns.
+            weight_col: optional count or weight column (positive numbers); default: each row counts 1.
+            titles: raw item id -> title.
+            ranker, ranker_config: see :meth:`fit_ranker`.
+        """
+        table = frame.copy()
+        columns = list(table.columns)
+        user_col = user_col or (columns[0] if columns else None)
+        item_col = item_col or (columns[1] if len(columns) > 1 else None)
+        weight = "__weight__"
+        if weight_col is None:
+            table[weight] = np.float32(1.0)
+            weight_col = weight
+        clean = validate_ratings(table, user_col, item_col, weight_col, duplicates="keep")
+        values = clean.iloc[:, 2].to_numpy(dtype=np.float32)
+        if (values <= 0).any():
+            raise DataError(f"the weight column {weight_col!r} must hold positive counts or weights; found {values.min()}")
+        users = Vocabulary.from_values(clean.iloc[:, 0], name=str(clean.columns[0]))
+        items = Vocabulary.from_values(clean.iloc[:, 1], name=str(clean.columns[1]))
+        u, i = users.index_strict(clean.iloc[:, 0]), items.index_strict(clean.iloc[:, 1])
+        pairs = np.stack([u, i], axis=1)
+        history = RatingHistory.from_pairs(pairs, pairs, values, len(users), len(items))
+        interactions = Interactions.from_rows(u, i, values, len(users), len(items))
+        row_titles = [titles.get(x) for x in items] if titles is not None else None
+        columns_out = {"user": users.name, "item": items.name, "rating": "" if weight_col == weight else weight_col}
+        info = {"feedback": "implicit", **(info or {})}
+        rec = cls(None, users, items, columns_out, row_titles, info, history, None, interactions)
+        return rec.fit_ranker(ranker, **ranker_config)
+
+    def fit_ranker(self, ranker: str | Ranker = "auto", **config) -> Recommender:
+        """Fit a ranking model on this model's training interactions and rank with it; returns ``self``.
+
+        Args:
+            ranker: a registry name (``"ease"``, ``"ials"``, ``"popular"``), an unfitted
+                :class:`~collabkit.models.ranker.Ranker`, or ``"auto"``: EASE when its
+                item-item matrix fits (see :class:`~collabkit.models.ease.EASE`), else implicit ALS.
+            config: the ranker's hyperparameters (with a name).
+        """
+        if self.interactions is None:
+            raise DataError("this model kept no training interactions to fit a ranker on; retrain it")
+        if ranker == "auto":
+            ease = EASE(**config)
+            fits = (self.interactions.item_counts >= ease.min_count).sum() <= ease.max_items
+            ranker = ease if fits else make_ranker("ials")
+        elif isinstance(ranker, str):
+            ranker = make_ranker(ranker, **config)
+        self.ranker = ranker.fit(self.interactions)
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
         """Load a model directory written by :meth:`save` (no pickle; see :mod:`collabkit.io`)."""
         m = load_model(path)
-        return cls(m.model, m.users, m.items, m.columns, m.titles, m.info, m.history)
+        return cls(m.model, m.users, m.items, m.columns, m.titles, m.info, m.history, m.ranker, m.interactions)
 
     def save(self, path: str | Path) -> Path:
         """Write the model directory atomically; see :func:`collabkit.io.save_model`."""
-        return save_model(path, self.model, self.users, self.items, self.columns, self.titles, self.info, self.history)
+        interactions = self.interactions if self.ranker is not None else None
+        return save_model(
+            path, self.model, self.users, self.items, self.columns, self.titles, self.info, self.history,
+            self.ranker, interactions,
+        )
 
     # --- the model as vectors --------------------------------------------------------------
     @functools.cached_property
     def view(self) -> FactorView:
-        return factor_view(self.model)
+        return factor_view(self._rating_model())
 
     @property
     def user_trained(self) -> np.ndarray:
@@ -304,6 +432,7 @@ class Recommender:
         self, users: Sequence[Any], items: Sequence[Any], strict: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` as two arrays, ``(predictions, fallback)``, without the DataFrame (for servers)."""
+        self._rating_model()
         users, items = _sequence(users), _sequence(items)
         if len(users) != len(items):
             raise ValueError(f"users and items must have the same length, got {len(users)} and {len(items)}")
@@ -329,53 +458,95 @@ class Recommender:
     def _trained_items(self) -> np.ndarray:
         return np.flatnonzero(self.item_trained)
 
-    @functools.cached_property
-    def _trained_item_vectors(self) -> tuple[torch.Tensor, np.ndarray]:
-        """The trained items' vectors, and each item's column among them (-1 if untrained)."""
-        rows = self._trained_items
-        return self.view.items[torch.from_numpy(rows)].contiguous(), self._positions(rows)
-
     def _positions(self, rows: np.ndarray) -> np.ndarray:
         """Each item's column among ``rows`` (-1 where it is not one of them)."""
         position = np.full(len(self.items), -1, dtype=np.int64)
         position[rows] = np.arange(len(rows))
         return position
 
-    def _candidates(self, items: Iterable[Any] | None) -> np.ndarray:
+    @functools.cached_property
+    def _trained_positions(self) -> np.ndarray:
+        return self._positions(self._trained_items)
+
+    def _candidates(self, items: Iterable[Any] | None, min_ratings: int = 0) -> np.ndarray:
+        """Candidate item rows: ``items`` (ids or titles) or every trained item, with ``min_ratings`` or more."""
         if items is None:
-            return self._trained_items
-        rows = np.unique(self._trained_item_rows(_sequence(items)))
-        if len(rows) == 0:
-            raise DataError("items= names no candidate items")
+            rows = self._trained_items
+        else:
+            rows = np.unique(self._trained_item_rows(_sequence(items)))
+            if len(rows) == 0:
+                raise DataError("items= names no candidate items")
+        if min_ratings > 0:
+            counts = self._history_required("items' rating counts", "pass min_ratings=0").item_counts
+            rows = rows[counts[rows] >= min_ratings]
+            if len(rows) == 0:
+                raise DataError(f"no candidate item has {min_ratings} or more training ratings")
         return rows
 
+    def _scorer(
+        self, rank_by: str, user_rows: np.ndarray | None = None, new_values: torch.Tensor | None = None,
+        new_vectors: torch.Tensor | None = None,
+    ) -> Callable[[int, int, np.ndarray], torch.Tensor]:
+        """``score(start, stop, candidates)``: the scores of users ``start:stop`` for the candidate items.
+
+        The users are trained rows (``user_rows``), or someone new: their interaction values
+        (``new_values``, for the ranker) or folded-in vectors (``new_vectors``, for the rating model).
+        """
+        if rank_by == "ranking":
+            ranker = self.ranker
+
+            def score(start: int, stop: int, candidates: np.ndarray) -> torch.Tensor:
+                if user_rows is not None:
+                    rows = user_rows[start:stop]
+                    values = self.interactions.dense(rows)
+                else:
+                    rows, values = np.full(stop - start, -1), new_values[start:stop]
+                return ranker.score(values, rows)[:, torch.from_numpy(candidates)]
+
+            return score
+        view = self.view
+        vectors = view.users[torch.from_numpy(user_rows)] if user_rows is not None else new_vectors
+
+        def score(start: int, stop: int, candidates: np.ndarray) -> torch.Tensor:
+            item_vectors = self._candidate_vectors(candidates)
+            return view.grid(vectors[start:stop], item_vectors)
+
+        return score
+
+    @functools.cached_property
+    def _trained_item_vectors(self) -> torch.Tensor:
+        return self.view.items[torch.from_numpy(self._trained_items)].contiguous()
+
+    def _candidate_vectors(self, candidates: np.ndarray) -> torch.Tensor:
+        if candidates is self._trained_items:  # the common case: gathered once
+            return self._trained_item_vectors
+        return self.view.items[torch.from_numpy(candidates)]
+
     def _top_n(
-        self, user_vectors: torch.Tensor, seen: tuple[np.ndarray, np.ndarray] | None, n: int, candidates: np.ndarray
+        self, score: Callable[[int, int, np.ndarray], torch.Tensor], k: int,
+        seen: tuple[np.ndarray, np.ndarray] | None, n: int, candidates: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and item rows of the best ``n`` candidates per user vector, seen pairs removed.
+        """Scores and item rows of the best ``n`` candidates for each of ``k`` users, seen pairs removed.
 
         Users are scored in blocks of about ``PAIRS_PER_CHUNK`` (user, item) scores, so memory stays
         bounded however many users are asked about (all of them, when evaluating).
         """
         if n < 1:
             raise ValueError(f"n must be a positive integer, got {n}")
-        if candidates is self._trained_items:  # the common case: vectors and positions computed once
-            item_vectors, position = self._trained_item_vectors
-        else:
-            item_vectors, position = self.view.items[torch.from_numpy(candidates)], self._positions(candidates)
+        position = self._trained_positions if candidates is self._trained_items else self._positions(candidates)
         which = cols = np.zeros(0, dtype=np.int64)
         if seen is not None:
             cols = position[seen[1]]
             hit = cols >= 0
             order = np.argsort(seen[0][hit], kind="stable")
             which, cols = seen[0][hit][order], cols[hit][order]
-        k, keep = len(user_vectors), min(n, len(candidates))
+        keep = min(n, len(candidates))
         block = max(1, PAIRS_PER_CHUNK // max(len(candidates), 1))
         values, indices = [], []
         for start in range(0, k, block):
             stop = min(start + block, k)
             with torch.no_grad():
-                scores = self.view.grid(user_vectors[start:stop], item_vectors)
+                scores = score(start, stop, candidates)
             lo, hi = np.searchsorted(which, [start, stop])
             scores[torch.from_numpy(which[lo:hi] - start), torch.from_numpy(cols[lo:hi])] = -torch.inf
             top = torch.topk(scores, keep, dim=1)
@@ -411,6 +582,7 @@ class Recommender:
         exclude_seen: bool = True,
         items: Iterable[Any] | None = None,
         min_ratings: int = 0,
+        rank_by: str | None = None,
     ) -> pd.DataFrame:
         """The top ``n`` items for each user, by blocks of users: a matrix product and a ``topk`` each.
 
@@ -421,22 +593,18 @@ class Recommender:
             exclude_seen: drop items the user has rated.
             items: restrict the candidates to these items (ids or titles);
                 default: every item the model trained on.
-            min_ratings: only items with at least this many training ratings
-                (a film rated once or twice can have an extreme predicted rating).
+            min_ratings: only items with at least this many training ratings.
+            rank_by: ``"ranking"`` (the ranking model; the default when there is one)
+                or ``"rating"`` (highest predicted rating first, the lesson's way).
 
         Returns:
-            A DataFrame ``user, rank, item, [title,] score`` (score: the predicted rating).
+            A DataFrame ``user, rank, item, [title,] score`` (score: the ranking model's
+            score, or the predicted rating when ranking by rating).
         """
         users = list(users)
         rows = self._rows(users, self.users, self.user_trained, "user")
         exclude = self._history_required("seen items", "pass exclude_seen=False") if exclude_seen else None
-        candidates = self._candidates(items)
-        if min_ratings > 0:
-            counts = self._history_required("items' rating counts", "pass min_ratings=0").item_counts
-            candidates = candidates[counts[candidates] >= min_ratings]
-            if len(candidates) == 0:
-                raise DataError(f"no candidate item has {min_ratings} or more training ratings")
-        scores, item_rows = self.top_n(rows, n, exclude, candidates)
+        scores, item_rows = self.top_n(rows, n, exclude, self._candidates(items, min_ratings), rank_by)
         return self._frame(users, scores, item_rows)
 
     def top_n(
@@ -445,8 +613,9 @@ class Recommender:
         n: int = 10,
         exclude: RatingHistory | None = None,
         candidates: np.ndarray | None = None,
+        rank_by: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The row-level form of :meth:`recommend`, for evaluation code.
+        """The row-level form of :meth:`recommend`, for evaluation code and servers.
 
         Returns ``(scores, item_rows)``, each ``(len(user_rows), min(n, #candidates))``,
         best first; items that ``exclude`` lists for a user score ``-inf``.
@@ -455,11 +624,11 @@ class Recommender:
         user_rows = np.asarray(user_rows, dtype=np.int64)
         seen = exclude.seen_pairs(user_rows) if exclude is not None else None
         candidates = self._trained_items if candidates is None else np.asarray(candidates)
-        return self._top_n(self.view.users[torch.from_numpy(user_rows)], seen, n, candidates)
+        score = self._scorer(self._rank_by(rank_by), user_rows=user_rows)
+        return self._top_n(score, len(user_rows), seen, n, candidates)
 
-    def _similar(self, factors: torch.Tensor, row: int, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        unit = torch.nn.functional.normalize(factors, dim=1)
-        sims = unit @ unit[row]
+    def _similar(self, sims: torch.Tensor, row: int, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        sims = sims.clone()
         mask = torch.from_numpy(~allowed)
         mask[row] = True
         sims[mask] = -torch.inf
@@ -467,29 +636,100 @@ class Recommender:
         keep = torch.isfinite(top.values)
         return top.values[keep].cpu().numpy().astype(np.float64), top.indices[keep].cpu().numpy()
 
-    def similar_items(self, item: Any, n: int = 10) -> pd.DataFrame:
-        """The ``n`` items whose factors have the highest cosine similarity to ``item`` (raw id or title)."""
+    @staticmethod
+    def _cosines(factors: torch.Tensor, row: int) -> torch.Tensor:
+        unit = torch.nn.functional.normalize(factors, dim=1)
+        return unit @ unit[row]
+
+    def similar_items(self, item: Any, n: int = 10, min_ratings: int = 0, rank_by: str | None = None) -> pd.DataFrame:
+        """The ``n`` items most like ``item`` (raw id or title).
+
+        With a ranking model that knows item similarity (EASE: the item-item weight from
+        ``item`` to each other item; iALS: cosine of the item vectors), it decides; else, or
+        with ``rank_by="rating"``, the cosine of the rating model's item factors.
+        ``min_ratings`` keeps only items with that many training ratings (a minimum support).
+        """
         if n < 1:
             raise ValueError(f"n must be a positive integer, got {n}")
-        sims, rows = self._similar(self.view.item_factors, self.item_row(item), self.item_trained, n)
+        row = self.item_row(item)
+        by_ranker = self.ranker is not None and self.ranker.item_similarity
+        if self._rank_by(rank_by if rank_by is not None or by_ranker else "rating") == "ranking":
+            if not by_ranker:
+                raise DataError(f"the {self.ranker.name} ranker has no notion of similar items; rank by rating")
+            with torch.no_grad():
+                sims = self.ranker.similar_to(row)
+        else:
+            sims = self._cosines(self.view.item_factors, row)
+        allowed = self.item_trained.copy()
+        if min_ratings > 0:
+            counts = self._history_required("items' rating counts", "pass min_ratings=0").item_counts
+            allowed &= counts >= min_ratings
+        sims, rows = self._similar(sims, row, allowed, n)
         frame = pd.DataFrame({"item": self.items.ids[rows], "similarity": sims})
         if self.titles is not None:
             frame.insert(1, "title", self._titles_of(rows))
         return frame
 
     def similar_users(self, user: Any, n: int = 10) -> pd.DataFrame:
-        """The ``n`` users whose factors have the highest cosine similarity to ``user``."""
+        """The ``n`` users whose rating-model factors have the highest cosine similarity to ``user``."""
         if n < 1:
             raise ValueError(f"n must be a positive integer, got {n}")
         (row,) = self._rows([user], self.users, self.user_trained, "user")
-        sims, rows = self._similar(self.view.user_factors, int(row), self.user_trained, n)
+        if self.model is None:
+            factors = self.ranker.state().get("user_factors") if self.ranker is not None else None
+            if factors is None:
+                raise DataError(f"a {self.ranker.name} ranker has no user vectors to compare users by")
+        else:
+            factors = self.view.user_factors
+        sims, rows = self._similar(self._cosines(factors, int(row)), int(row), self.user_trained, n)
         return pd.DataFrame({"user": self.users.ids[rows], "similarity": sims})
 
     # --- new users ---------------------------------------------------------------------------
+    def _new_user_pairs(self, ratings: Mapping[Any, float] | pd.DataFrame | Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Item rows and ratings (``None`` for a bare list of items) of someone new, checked."""
+        if isinstance(ratings, pd.DataFrame):
+            item_col = self.columns.get("item")
+            rating_col = self.columns.get("rating")
+            if item_col not in ratings.columns:
+                if ratings.shape[1] < 1:
+                    raise DataError("fold-in needs an item column")
+                item_col = ratings.columns[0]
+                rating_col = ratings.columns[1] if ratings.shape[1] > 1 else None
+            items = list(ratings[item_col])
+            values = list(ratings[rating_col]) if rating_col in ratings.columns else None
+        elif isinstance(ratings, Mapping):
+            items, values = list(ratings.keys()), list(ratings.values())
+        else:
+            items, values = list(ratings), None
+        if not items:
+            raise DataError("fold-in needs at least one item")
+        rows = self._trained_item_rows(items)
+        if values is None:
+            return rows, None
+        numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float32)
+        if not np.isfinite(numbers).all():
+            raise DataError(f"fold-in ratings must be numbers; got {values[:5]}")
+        return rows, numbers
+
+    def _new_user_values(self, rows: np.ndarray, ratings: np.ndarray | None) -> torch.Tensor:
+        """The ``(1, n_items)`` interaction row of someone new, as the ranker saw training users'."""
+        values = torch.zeros(1, len(self.items))
+        if ratings is None or not self.predicts_ratings:
+            weights = np.ones(len(rows), dtype=np.float32) if ratings is None else ratings
+        else:
+            weights = ratings + np.float32(self.interactions.offset)
+        if (weights <= 0).any():
+            raise DataError(
+                f"fold-in values must be positive on this model's scale; got {float(weights.min()):g} "
+                "(a rating below the lowest training rating, or a zero or negative weight)"
+            )
+        values[0].index_put_((torch.from_numpy(rows),), torch.from_numpy(weights), accumulate=True)
+        return values
+
     def fold_in(
         self, ratings: Mapping[Any, float] | pd.DataFrame, noise: float | None = None, max_iter: int = 100
     ) -> NewUser:
-        """Fit a vector for someone the model has not seen, from their ratings; items stay frozen.
+        """Fit a rating-model vector for someone the model has not seen, from their ratings; items stay frozen.
 
         The new user is taken to be one more member of the trained population:
         with ``x̄`` and ``Σ`` the mean and covariance of the trained users'
@@ -501,8 +741,8 @@ class Recommender:
         the ratings decide. No retraining: item vectors and the model are frozen.
 
         Args:
-            ratings: ``{item: rating}`` (ids or titles), or a DataFrame whose
-                first two columns are item and rating.
+            ratings: ``{item: rating}`` (ids or titles), or a DataFrame with the model's
+                item and rating columns (by name; else its first two columns).
             noise: variance of a rating around its prediction; default: the
                 training MSE recorded with the model (``info["train_mse"]``), else 0.5.
             max_iter: L-BFGS iterations.
@@ -510,19 +750,10 @@ class Recommender:
         noise = float(self.info.get("train_mse", 0.5)) if noise is None else float(noise)
         if not noise > 0:
             raise ValueError(f"noise must be a positive variance, got {noise}")
-        if isinstance(ratings, pd.DataFrame):
-            if ratings.shape[1] < 2:
-                raise DataError(f"fold-in ratings need item and rating columns, got {list(ratings.columns)}")
-            pairs = list(zip(ratings.iloc[:, 0], ratings.iloc[:, 1]))
-        else:
-            pairs = list(dict(ratings).items())
-        if not pairs:
-            raise DataError("fold-in needs at least one (item, rating) pair")
-        rows = self._trained_item_rows([item for item, _ in pairs])
-        values = pd.to_numeric(pd.Series([r for _, r in pairs]), errors="coerce").to_numpy(dtype=np.float32)
-        if not np.isfinite(values).all():
-            raise DataError(f"fold-in ratings must be numbers; got {[r for _, r in pairs][:5]}")
         view = self.view
+        rows, values = self._new_user_pairs(ratings)
+        if values is None:
+            raise DataError("fold-in for the rating model needs a rating for each item")
         items = view.items[torch.from_numpy(rows)]
         target = torch.from_numpy(values).to(items.device)
         mean, precision = self._user_prior
@@ -545,16 +776,31 @@ class Recommender:
 
     def recommend_new_user(
         self,
-        ratings: Mapping[Any, float] | pd.DataFrame | NewUser,
+        ratings: Mapping[Any, float] | pd.DataFrame | Sequence[Any] | NewUser,
         n: int = 10,
         exclude_seen: bool = True,
         items: Iterable[Any] | None = None,
+        rank_by: str | None = None,
+        min_ratings: int = 0,
     ) -> pd.DataFrame:
-        """Fold a new user in (see :meth:`fold_in`) and return their top ``n``, without retraining."""
-        new = ratings if isinstance(ratings, NewUser) else self.fold_in(ratings)
-        seen = (np.zeros(len(new.item_rows), dtype=np.int64), new.item_rows) if exclude_seen else None
-        scores, rows = self._top_n(new.vector[None, :], seen, n, self._candidates(items))
-        return self._frame(["new user"], scores, rows)
+        """The top ``n`` for someone new, without retraining.
+
+        ``ratings`` is ``{item: rating}``, a DataFrame of items and ratings, or (for the
+        ranking model) just a list of items they liked, watched or bought. The ranking model
+        scores their interaction row directly; the rating model folds them in first
+        (:meth:`fold_in`).
+        """
+        how = self._rank_by("rating" if isinstance(ratings, NewUser) and rank_by is None else rank_by)
+        if how == "ranking":
+            rows, values = self._new_user_pairs(ratings)
+            score = self._scorer(how, new_values=self._new_user_values(rows, values))
+        else:
+            new = ratings if isinstance(ratings, NewUser) else self.fold_in(ratings)
+            rows = new.item_rows
+            score = self._scorer(how, new_vectors=new.vector[None, :])
+        seen = (np.zeros(len(rows), dtype=np.int64), rows) if exclude_seen else None
+        scores, top = self._top_n(score, 1, seen, n, self._candidates(items, min_ratings))
+        return self._frame(["new user"], scores, top)
 
     def predict_new_user(self, new: NewUser, items: Sequence[Any]) -> np.ndarray:
         """Predicted ratings of a folded-in user for ``items`` (ids or titles)."""

@@ -1,0 +1,44 @@
+"""The most-popular chart: every user gets the items the most users interacted with.
+
+The baseline any ranking model must beat (``evaluate`` prints it beside the
+model's own figures)::
+
+    score(u, i) = number of training users who interacted with i
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from collabkit.data.interactions import Interactions
+from collabkit.models.ranker import Ranker
+
+
+class Popularity(Ranker):
+    """Items ranked by how many users interacted with them, the same list for everyone."""
+
+    name = "popular"
+
+    def __init__(self) -> None:
+        self.counts: torch.Tensor | None = None
+
+    def config(self) -> dict:
+        return {}
+
+    def fit(self, interactions: Interactions) -> Popularity:
+        self.counts = torch.from_numpy(interactions.item_counts.astype(np.float32))
+        self.n_items = interactions.n_items
+        return self
+
+    def score(self, values: torch.Tensor, user_rows: np.ndarray) -> torch.Tensor:
+        self._fitted()
+        return self.counts.expand(len(values), -1).clone()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        self._fitted()
+        return {"counts": self.counts}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], n_users: int, n_items: int) -> None:
+        self._expect(tensors, {"counts": (n_items,)})
+        self.counts, self.n_items = tensors["counts"].float(), n_items
