@@ -81,3 +81,20 @@ def unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def planted_interactions(
+    n_groups: int = 4, users_per_group: int = 40, items_per_group: int = 25, inside: float = 0.5, outside: float = 0.03,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Implicit feedback with a known answer: each user plays about half of their own group's items and a few
+    others. Returns ``(plays, user_group, item_group)``; plays has columns ``user, item, plays``, one row per
+    pair, and a user's own-group items they have not played are the right top-N."""
+    rng = np.random.default_rng(seed)
+    user_group = np.repeat(np.arange(n_groups), users_per_group)
+    item_group = np.repeat(np.arange(n_groups), items_per_group)
+    same = user_group[:, None] == item_group[None, :]
+    mask = rng.random(same.shape) < np.where(same, inside, outside)
+    users, items = np.nonzero(mask)
+    plays = rng.integers(1, 6, len(users))
+    return pd.DataFrame({"user": users, "item": items, "plays": plays}), user_group, item_group

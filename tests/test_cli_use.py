@@ -54,8 +54,25 @@ def test_recommend_for_users_and_for_a_new_users_ratings(model_dir, tmp_path, ca
     assert all(r["title"].startswith("Group 1") for r in records if r["user"] == 60)
     pd.DataFrame({"item": ["Group 2 film 60", "Group 2 film 61", "Group 0 film 1", 100],
                   "rating": [5, 4.5, 1, 1.5]}).to_csv(tmp_path / "me.csv", index=False)
-    status, out, _ = run(capsys, "recommend", "--model", str(model_dir), "--ratings", str(tmp_path / "me.csv"), "-n", "4")
+    status, out, _ = run(capsys, "recommend", "--model", str(model_dir), "--ratings", str(tmp_path / "me.csv"), "-n", "4",
+                         "--rank-by", "rating")
     assert status == 0 and out.count("Group 2 film") == 4 and "Group 2 film 60 " not in out
+
+
+def test_recommend_for_someone_new_from_a_list_of_items(model_dir, tmp_path, capsys):
+    """The ranking model (the default) folds in a bare list of items: no ratings needed. (Everyone rates half
+    of every group here, so only the ratings' sizes say who likes what: a few more items make it clear.)"""
+    pd.DataFrame({"item": ["Group 2 film 60", "Group 2 film 61", 62, 63, 64, 65]}).to_csv(tmp_path / "seen.csv",
+                                                                                          index=False)
+    status, out, _ = run(capsys, "recommend", "--model", str(model_dir), "--ratings", str(tmp_path / "seen.csv"),
+                         "-n", "5", "--json")
+    records = json.loads(out)
+    assert status == 0 and len(records) == 5
+    assert all(r["title"].startswith("Group 2") for r in records)
+    assert not {60, 61, 62, 63, 64, 65} & {r["item"] for r in records}
+    status, _, err = run(capsys, "recommend", "--model", str(model_dir), "--ratings", str(tmp_path / "seen.csv"),
+                         "--rank-by", "rating")
+    assert status == 1 and "needs a rating for each item" in err and "Traceback" not in err
 
 
 def test_similar_items_and_users(model_dir, capsys):

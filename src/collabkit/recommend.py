@@ -130,6 +130,15 @@ class NewUser:
     ratings: np.ndarray
 
 
+def _ranker(ranker: str | Ranker, config: dict, interactions: Interactions) -> Ranker:
+    """An unfitted ranker: as named or given; ``"auto"`` is EASE when its item matrix fits, else implicit ALS."""
+    if ranker == "auto":
+        ease = EASE(**config)
+        fits = (interactions.item_counts >= ease.min_count).sum() <= ease.max_items
+        return ease if fits else make_ranker("ials")
+    return make_ranker(ranker, **config) if isinstance(ranker, str) else ranker
+
+
 def _sequence(values: Iterable[Any]) -> Sequence[Any]:
     """``values`` as something with a length and positions: arrays as they are, Series as arrays, else a list."""
     if isinstance(values, pd.Series):
@@ -273,8 +282,8 @@ class Recommender:
         row_titles = [titles.get(x) for x in items] if titles is not None else None
         columns_out = {"user": users.name, "item": items.name, "rating": "" if weight_col == weight else weight_col}
         info = {"feedback": "implicit", **(info or {})}
-        rec = cls(None, users, items, columns_out, row_titles, info, history, None, interactions)
-        return rec.fit_ranker(ranker, **ranker_config)
+        fitted = _ranker(ranker, ranker_config, interactions).fit(interactions)
+        return cls(None, users, items, columns_out, row_titles, info, history, fitted, interactions)
 
     def fit_ranker(self, ranker: str | Ranker = "auto", **config) -> Recommender:
         """Fit a ranking model on this model's training interactions and rank with it; returns ``self``.
@@ -287,13 +296,7 @@ class Recommender:
         """
         if self.interactions is None:
             raise DataError("this model kept no training interactions to fit a ranker on; retrain it")
-        if ranker == "auto":
-            ease = EASE(**config)
-            fits = (self.interactions.item_counts >= ease.min_count).sum() <= ease.max_items
-            ranker = ease if fits else make_ranker("ials")
-        elif isinstance(ranker, str):
-            ranker = make_ranker(ranker, **config)
-        self.ranker = ranker.fit(self.interactions)
+        self.ranker = _ranker(ranker, config, self.interactions).fit(self.interactions)
         return self
 
     @classmethod

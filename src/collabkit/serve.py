@@ -59,7 +59,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from collabkit.errors import CollabkitError, DataError, ModelFileError, UnknownIdError
-from collabkit.io import CONFIG, HISTORY, VOCAB, WEIGHTS
+from collabkit.io import FILES
 from collabkit.recommend import Recommender
 
 log = logging.getLogger("collabkit.serve")
@@ -119,22 +119,32 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+RankBy = Literal["ranking", "rating"]
+RANK_BY_HELP = ("ranking: the ranking model (the default when the model has one); "
+                "rating: highest predicted rating first, the lesson's way")
+
+
 class Rating(_Body):
     item: Id = Field(description="item id or title")
-    rating: float = Field(ge=-1e6, le=1e6, allow_inf_nan=False)
+    rating: float | None = Field(
+        None, ge=-1e6, le=1e6, allow_inf_nan=False,
+        description="the rating; leave it out (for every item) to say only that they liked, watched or bought it: "
+        "the ranking model needs no ratings",
+    )
 
 
 class NewUserRequest(_Body):
     ratings: list[Rating] = Field(min_length=1, max_length=MAX_BATCH)
     n: int = Field(10, ge=1, le=MAX_N)
     exclude_seen: bool = Field(True, description="leave out the items rated in this request")
+    rank_by: RankBy | None = Field(None, description=RANK_BY_HELP)
 
 
 class Recommendation(BaseModel):
     rank: int
     item: OutId
     title: str | None
-    score: float = Field(description="the predicted rating")
+    score: float = Field(description="the ranking model's score, or the predicted rating when ranking by rating")
 
 
 class UserRecommendations(BaseModel):
@@ -149,7 +159,9 @@ class NewUserRecommendations(BaseModel):
 class SimilarItem(BaseModel):
     item: OutId
     title: str | None
-    similarity: float = Field(description="cosine similarity of the item factors")
+    similarity: float = Field(
+        description="EASE: the item-item weight; iALS and the rating model: cosine similarity of the item vectors"
+    )
 
 
 class SimilarItems(BaseModel):
@@ -164,8 +176,11 @@ class Health(BaseModel):
 
 
 class ModelDescription(BaseModel):
-    model_class: str
-    model_hyperparameters: dict[str, Any]
+    model_class: str | None = Field(description="the rating model; null for implicit feedback (ranking only)")
+    model_hyperparameters: dict[str, Any] | None
+    ranker: str | None = Field(description="the ranking model behind recommendations and similar items, if any")
+    ranker_hyperparameters: dict[str, Any] | None
+    predicts_ratings: bool
     columns: dict[str, str]
     users: int
     items: int
@@ -212,7 +227,7 @@ def _directory_signature(path: Path) -> tuple | None:
     """What changes when a model directory is replaced or a file in it is rewritten; ``None`` if unreadable."""
     try:
         parts: list[tuple] = [(path.stat().st_ino,)]
-        for name in (WEIGHTS, CONFIG, VOCAB, HISTORY):
+        for name in FILES:
             try:
                 st = (path / name).stat()
             except FileNotFoundError:
@@ -244,8 +259,8 @@ class ServedModel:
     @classmethod
     def load(cls, model_dir: Path) -> ServedModel:
         """Load ``model_dir`` and ask it one of each question; raises ModelFileError saying what is wrong."""
-        rec = Recommender.load(model_dir)
-        for name, tensor in rec.model.state_dict().items():
+        rec = Recommender.load(model_dir)  # (ranker weights are checked as they load)
+        for name, tensor in (rec.model.state_dict().items() if rec.model is not None else ()):
             if not torch.isfinite(tensor).all():
                 raise ModelFileError(f"{str(model_dir)!r}: weights {name!r} contain NaN or inf; refusing this model")
         trained_users = np.flatnonzero(rec.user_trained)
@@ -254,10 +269,14 @@ class ServedModel:
             raise ModelFileError(f"{str(model_dir)!r}: the model has no trained users or items")
         user, item = rec.users[int(trained_users[0])], rec.items[int(trained_items[0])]
         try:
-            rec.predict([user], [item], strict=True)
             rec.recommend([user], n=1, exclude_seen=rec.history is not None)
-            rec.similar_items(item, n=1)
-            rec.fold_in({item: float(rec.predict([user], [item])["prediction"].iloc[0])}, max_iter=5)
+            if rec.ranker is None or rec.ranker.item_similarity or rec.predicts_ratings:
+                rec.similar_items(item, n=1)
+            if rec.ranker is not None:
+                rec.recommend_new_user([item], n=1)
+            if rec.predicts_ratings:
+                rec.predict([user], [item], strict=True)
+                rec.fold_in({item: float(rec.predict([user], [item])["prediction"].iloc[0])}, max_iter=5)
         except (CollabkitError, ValueError, KeyError, IndexError, RuntimeError, TypeError) as exc:
             raise ModelFileError(f"{str(model_dir)!r} loads but cannot answer questions: {exc!r}") from exc
         return cls(rec, _now())
@@ -267,14 +286,16 @@ class ServedModel:
         row = self.rec.users.o2i.get(parsed) if isinstance(parsed, (int, str)) else None
         return row if row is not None and self.user_trained[row] else None
 
-    def recommend(self, user: str, n: int, exclude_seen: bool) -> tuple[Any, list[dict[str, Any]]]:
+    def recommend(
+        self, user: str, n: int, exclude_seen: bool, rank_by: str | None = None
+    ) -> tuple[Any, list[dict[str, Any]]]:
         rec = self.rec
         row = self.user_row(user)
         if row is None or (exclude_seen and rec.history is None):
             (parsed,) = rec.users.parse([user])
-            frame = rec.recommend([parsed], n=n, exclude_seen=exclude_seen)  # raises, naming the problem
+            frame = rec.recommend([parsed], n=n, exclude_seen=exclude_seen, rank_by=rank_by)  # raises, naming why
             return parsed, _recommendation_records(frame)
-        scores, rows = rec.top_n(np.array([row]), n, exclude=rec.history if exclude_seen else None)
+        scores, rows = rec.top_n(np.array([row]), n, exclude=rec.history if exclude_seen else None, rank_by=rank_by)
         records = []
         for rank, (score, item_row) in enumerate(zip(scores[0].tolist(), rows[0].tolist()), start=1):
             if not math.isfinite(score):
@@ -525,8 +546,11 @@ def create_app(
         served = holder.current
         rec = served.rec
         return {
-            "model_class": type(rec.model).__name__,
-            "model_hyperparameters": _finite(rec.model.config()),
+            "model_class": type(rec.model).__name__ if rec.model is not None else None,
+            "model_hyperparameters": _finite(rec.model.config()) if rec.model is not None else None,
+            "ranker": rec.ranker.name if rec.ranker is not None else None,
+            "ranker_hyperparameters": _finite(rec.ranker.config()) if rec.ranker is not None else None,
+            "predicts_ratings": rec.predicts_ratings,
             "columns": rec.columns,
             "users": len(rec.users),
             "items": len(rec.items),
@@ -545,18 +569,21 @@ def create_app(
         user_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH)],
         n: Annotated[int, Query(ge=1, le=MAX_N, description="how many items")] = 10,
         exclude_seen: Annotated[bool, Query(description="leave out items the user has rated")] = True,
+        rank_by: Annotated[RankBy | None, Query(description=RANK_BY_HELP)] = None,
     ) -> dict:
-        user, records = holder.current.recommend(user_id, n, exclude_seen)
+        user, records = holder.current.recommend(user_id, n, exclude_seen, rank_by)
         return {"user": user, "recommendations": records}
 
     @app.get("/items/{item_id:path}/similar", response_model=SimilarItems, responses=not_found)
     async def similar_items(
         item_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH, description="item id or URL-encoded title")],
         n: Annotated[int, Query(ge=1, le=MAX_N, description="how many items")] = 10,
+        min_ratings: Annotated[int, Query(ge=0, le=2**31, description="only items with this many training ratings")] = 0,
+        rank_by: Annotated[RankBy | None, Query(description=RANK_BY_HELP)] = None,
     ) -> dict:
         rec = holder.current.rec
         row = rec.item_row(item_id)
-        frame = rec.similar_items(item_id, n=n)
+        frame = rec.similar_items(item_id, n=n, min_ratings=min_ratings, rank_by=rank_by)
         titles = _titles(frame)
         return {
             "item": rec.items[row],
@@ -579,10 +606,16 @@ def create_app(
     @app.post("/recommendations", response_model=NewUserRecommendations, responses=not_found)
     def new_user_recommendations(body: NewUserRequest) -> dict:
         served = holder.current
-        ratings = {}
-        for r in body.ratings:
-            ratings[r.item] = r.rating  # an item given twice: the last rating counts
-        frame = served.rec.recommend_new_user(ratings, n=body.n, exclude_seen=body.exclude_seen)
+        given = {r.rating is not None for r in body.ratings}
+        if len(given) > 1:
+            raise DataError("give a rating for every item, or for none (the ranking model needs none)")
+        ratings: dict[Any, float] | list[Any] = {}
+        if True in given:
+            for r in body.ratings:
+                ratings[r.item] = r.rating  # an item given twice: the last rating counts
+        else:
+            ratings = list(dict.fromkeys(r.item for r in body.ratings))
+        frame = served.rec.recommend_new_user(ratings, n=body.n, exclude_seen=body.exclude_seen, rank_by=body.rank_by)
         return {"recommendations": _recommendation_records(frame)}
 
     @app.post(

@@ -1,0 +1,270 @@
+"""Ranking models (EASE, implicit ALS, popularity) behind recommend, similar, fold-in, evaluate and serve."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from planted import planted_clusters, planted_interactions, train_recommender
+
+from collabkit import DataError, Recommender
+from collabkit.cli import main
+from collabkit.data.interactions import Interactions
+from collabkit.evaluate import evaluate
+from collabkit.models.ease import EASE
+from collabkit.models.registry import RANKERS, ranker
+
+LEGACY = Path(__file__).parent / "data" / "model-format-v1"
+
+
+@pytest.fixture(scope="module")
+def plays():
+    return planted_interactions()
+
+
+@pytest.fixture(scope="module", params=["ease", "ials"])
+def fitted(request, plays):
+    frame, user_group, item_group = plays
+    rec = Recommender.from_interactions(frame, weight_col="plays", ranker=request.param)
+    return rec, user_group, item_group
+
+
+# --- the models, on hand-worked and planted data ---------------------------------------------
+def test_ease_weights_match_the_hand_worked_example():
+    """X = [[1,1,0],[0,1,1],[1,1,1]], λ = 1: G = XᵀX + I = [[3,2,1],[2,4,2],[1,2,3]], det 16,
+    P = G⁻¹ = [[.5,-.25,0],[-.25,.5,-.25],[0,-.25,.5]], B_ij = -P_ij / P_jj with a zero diagonal."""
+    x = Interactions.from_rows(np.array([0, 0, 1, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 1, 2]), None, 3, 3)
+    model = EASE(l2=1.0, min_count=1).fit(x)
+    expected = torch.tensor([[0.0, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.0]])
+    torch.testing.assert_close(model.weight, expected)
+    torch.testing.assert_close(model.score(x.dense(np.array([0])), np.array([0])), torch.tensor([[0.5, 0.5, 0.5]]))
+    torch.testing.assert_close(model.similar_to(1), torch.tensor([0.5, 0.0, 0.5]))
+
+
+def test_ease_l2_is_relative_to_the_mean_squared_value():
+    """Doubling every value leaves the ranking alone: λ scales with the values' mean square."""
+    users, items = np.array([0, 0, 1, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 1, 2])
+    once = EASE(l2=1.0, min_count=1).fit(Interactions.from_rows(users, items, None, 3, 3))
+    twice = EASE(l2=1.0, min_count=1).fit(Interactions.from_rows(users, items, np.full(7, 2.0), 3, 3))
+    torch.testing.assert_close(once.weight, twice.weight)
+
+
+def test_planted_groups_give_the_right_top_n(fitted):
+    rec, user_group, item_group = fitted
+    top = rec.recommend(rec.users.ids, n=5)
+    groups = item_group[top["item"].to_numpy()] == user_group[top["user"].to_numpy()]
+    assert groups.mean() > 0.97, f"{rec.ranker.name}: only {groups.mean():.0%} of the top 5 are the user's own group"
+    popular = Recommender.from_interactions(pd.DataFrame({"u": top["user"], "i": top["item"]}), ranker="popular")
+    assert popular.ranker.name == "popular"  # (the chart is the same list for everyone: it cannot do this)
+
+
+def test_recommend_leaves_out_what_the_user_played(fitted, plays):
+    rec, _, _ = fitted
+    frame = plays[0]
+    top = rec.recommend([0, 1, 2], n=10)
+    played = set(zip(frame["user"], frame["item"]))
+    assert not [pair for pair in zip(top["user"], top["item"]) if pair in played]
+
+
+def test_ranking_beats_popularity_in_evaluate(fitted, plays):
+    rec, _, _ = fitted
+    frame, _, _ = plays
+    held_out = frame.groupby("user").head(3)
+    train_part = frame.drop(held_out.index)
+    model = Recommender.from_interactions(train_part, weight_col="plays", ranker=rec.ranker.name)
+    result = evaluate(model, train_part, held_out).set_index("metric")
+    assert "rmse" not in result.index  # nothing to predict
+    assert result.loc["ndcg@10", "value"] > 2 * result.loc["ndcg@10", "popularity"]
+    assert result.loc["ranked_users", "value"] == result.loc["ranked_users", "popularity"] >= 150  # same users
+
+
+def test_ease_fold_in_of_a_training_user_equals_their_row(plays):
+    frame, _, _ = plays
+    rec = Recommender.from_interactions(frame, weight_col="plays", ranker="ease")
+    for user in (0, 57, 130):
+        mine = frame[frame["user"] == user]
+        n = len(rec.items) - len(mine)
+        trained = rec.recommend([user], n=n)
+        new = rec.recommend_new_user(dict(zip(mine["item"], mine["plays"].astype(float))), n=n)
+        assert new["item"].tolist() == trained["item"].tolist()
+        np.testing.assert_allclose(new["score"], trained["score"], rtol=1e-5, atol=1e-6)
+
+
+def test_ials_fold_in_lands_near_the_trained_vector(plays):
+    frame, user_group, item_group = plays
+    rec = Recommender.from_interactions(frame, weight_col="plays", ranker="ials")
+    mine = frame[frame["user"] == 5]
+    new = rec.recommend_new_user(dict(zip(mine["item"], mine["plays"].astype(float))), n=10)
+    assert (item_group[new["item"].to_numpy()] == user_group[5]).all()
+    overlap = set(new["item"]) & set(rec.recommend([5], n=10)["item"])
+    assert len(overlap) >= 7
+
+
+def test_every_ranker_round_trips_through_a_model_directory(tmp_path, plays):
+    frame, _, _ = plays
+    for name in RANKERS:
+        rec = Recommender.from_interactions(frame, weight_col="plays", ranker=name)
+        rec.save(tmp_path / name)
+        back = Recommender.load(tmp_path / name)
+        assert type(back.ranker) is type(rec.ranker) and back.ranker.config() == rec.ranker.config()
+        pd.testing.assert_frame_equal(back.recommend([3, 4], n=7), rec.recommend([3, 4], n=7))
+        for key, tensor in rec.ranker.state().items():
+            torch.testing.assert_close(back.ranker.state()[key], tensor)
+
+
+def test_every_ranker_refuses_to_score_before_fit():
+    for klass in RANKERS.values():
+        with pytest.raises(RuntimeError, match="call fit first"):
+            klass().score(torch.zeros(1, 3), np.array([0]))
+
+
+def test_unknown_ranker_names_the_known_ones():
+    with pytest.raises(ValueError, match="ease, ials, popular"):
+        ranker("svd")
+
+
+def test_ease_refuses_a_catalogue_past_its_limit_and_names_ials():
+    x = Interactions.from_rows(np.repeat(np.arange(3), 5), np.tile(np.arange(5), 3), None, 3, 5)
+    with pytest.raises(DataError, match="use the ials ranker"):
+        EASE(min_count=1, max_items=4).fit(x)
+
+
+def test_auto_picks_ials_when_ease_would_not_fit(plays):
+    frame, _, _ = plays
+    rec = Recommender.from_interactions(frame, weight_col="plays", ranker="auto", max_items=50)
+    assert rec.ranker.name == "ials"
+
+
+# --- one model directory does both jobs --------------------------------------------------------
+@pytest.fixture(scope="module")
+def both():
+    frame, user_group, item_group = planted_clusters()
+    rec = train_recommender(frame).fit_ranker("ease")
+    return rec, user_group, item_group
+
+
+def test_predict_uses_ratings_and_recommend_uses_the_ranker(both):
+    rec, user_group, item_group = both
+    by_rank = rec.recommend([0], n=5)
+    by_rating = rec.recommend([0], n=5, rank_by="rating")
+    predicted = rec.predict([0] * 5, by_rating["item"].tolist())["prediction"].to_numpy()
+    np.testing.assert_allclose(by_rating["score"], predicted, rtol=1e-5)  # rank by rating: score = prediction
+    assert not np.allclose(by_rank["score"], rec.predict([0] * 5, by_rank["item"].tolist())["prediction"])
+    assert (item_group[by_rank["item"].to_numpy()] == user_group[0]).all()
+
+
+def test_a_ranking_only_model_refuses_predict_in_one_clear_line(plays, tmp_path, capsys):
+    frame, _, _ = plays
+    rec = Recommender.from_interactions(frame, weight_col="plays")
+    with pytest.raises(DataError, match="implicit feedback .* cannot predict ratings"):
+        rec.predict([0], [1])
+    with pytest.raises(DataError, match="cannot predict ratings"):
+        rec.recommend([0], rank_by="rating")
+    rec.save(tmp_path / "m")
+    assert main(["predict", "--model", str(tmp_path / "m"), "--user", "0", "--item", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot predict ratings" in err and "Traceback" not in err
+
+
+def test_a_model_directory_from_before_rankers_still_loads_and_recommends():
+    rec = Recommender.load(LEGACY)  # written by the format-1 code (see its info.note)
+    assert rec.ranker is None and rec.predicts_ratings
+    assert rec.recommend([0], n=3)["item"].tolist() == [5, 3, 0]
+    assert rec.predict([0], [5])["prediction"].iloc[0] == pytest.approx(3.7490916, abs=1e-6)
+    assert rec.recommend([0], n=3, rank_by="rating").equals(rec.recommend([0], n=3))
+    with pytest.raises(DataError, match="no ranking model"):
+        rec.recommend([0], rank_by="ranking")
+
+
+def test_similar_items_min_ratings_is_a_minimum_support(both):
+    rec, _, _ = both
+    counts = rec.history.item_counts
+    floor = int(np.median(counts[counts > 0]))
+    out = rec.similar_items(0, n=20, min_ratings=floor)
+    assert len(out) and (counts[rec.items.index(out["item"])] >= floor).all()
+    assert len(rec.similar_items(0, n=200)) > len(out)
+
+
+# --- implicit-only data, end to end: train, recommend, similar, evaluate, serve ----------------
+@pytest.fixture(scope="module")
+def implicit_dir(tmp_path_factory, plays):
+    folder = tmp_path_factory.mktemp("implicit")
+    frame, _, _ = plays
+    frame[["user", "item"]].assign(item=frame["item"].map(lambda i: f"song-{i}")).to_csv(
+        folder / "plays.csv", index=False
+    )
+    assert main(["train", "--data", str(folder / "plays.csv"), "--valid-pct", "0.1", "--out", str(folder / "m")]) == 0
+    return folder
+
+
+def test_implicit_csv_trains_a_ranking_only_model(implicit_dir, plays, capsys):
+    _, user_group, item_group = plays
+    model = implicit_dir / "m"
+    config = json.loads((model / "config.json").read_text())
+    assert config["model"] is None and config["ranker"]["class"] == "ease" and config["info"]["feedback"] == "implicit"
+    assert not (model / "model.safetensors").exists()
+    assert main(["recommend", "--model", str(model), "--user", "7", "-n", "5", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [item_group[int(r["item"].split("-")[1])] for r in records] == [user_group[7]] * 5
+    assert main(["similar", "--model", str(model), "--item", "song-3", "-n", "5", "--json"]) == 0
+    similar = json.loads(capsys.readouterr().out)
+    assert all(item_group[int(r["item"].split("-")[1])] == item_group[3] for r in similar)
+    pd.DataFrame({"item": ["song-80", "song-81", "song-82"]}).to_csv(implicit_dir / "me.csv", index=False)
+    assert main(["recommend", "--model", str(model), "--ratings", str(implicit_dir / "me.csv"), "--json"]) == 0
+    mine = json.loads(capsys.readouterr().out)
+    assert len(mine) == 10 and all(item_group[int(r["item"].split("-")[1])] == item_group[80] for r in mine)
+
+
+def test_feedback_is_guessed_and_said_and_can_be_overridden(implicit_dir, capsys):
+    main(["train", "--data", str(implicit_dir / "plays.csv"), "--valid-pct", "0.1"])
+    assert "feedback: implicit (the table has no third (rating) column" in capsys.readouterr().out
+    status = main(["train", "--data", str(implicit_dir / "plays.csv"), "--feedback", "explicit"])
+    err = capsys.readouterr().err
+    assert status == 1 and "rating column" in err and "Traceback" not in err
+
+
+def test_implicit_model_evaluates_against_popularity(implicit_dir, capsys):
+    model = implicit_dir / "m"
+    assert main(["evaluate", "--model", str(model), "--data", str(implicit_dir / "plays.csv"), "--valid-pct", "0.1",
+                 "--json"]) == 0
+    metrics = {m["metric"]: m for m in json.loads(capsys.readouterr().out)["metrics"]}
+    assert "rmse" not in metrics and metrics["cold_users"]["value"] == 0
+    assert metrics["ndcg@10"]["value"] > 2 * metrics["ndcg@10"]["popularity"]
+
+
+def test_implicit_model_serves_recommendations_and_refuses_predict(implicit_dir, plays):
+    pytest.importorskip("fastapi")
+    from collabkit.serve import create_app
+
+    _, user_group, item_group = plays
+    app = create_app(implicit_dir / "m")
+
+    async def calls() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            return [
+                await c.get("/users/7/recommendations", params={"n": 5}),
+                await c.post("/recommendations", json={"ratings": [{"item": "song-80"}, {"item": "song-81"}]}),
+                await c.post("/predict", json={"pairs": [{"user": 7, "item": "song-1"}]}),
+                await c.get("/model"),
+                await c.get("/items/song-3/similar", params={"n": 3}),
+                await c.post("/recommendations", json={"ratings": [{"item": "song-80", "rating": 4},
+                                                                   {"item": "song-81"}]}),
+            ]
+
+    user, new, predict, model, similar, mixed = asyncio.run(calls())
+    assert user.status_code == 200
+    assert [item_group[int(r["item"].split("-")[1])] for r in user.json()["recommendations"]] == [user_group[7]] * 5
+    assert new.status_code == 200 and len(new.json()["recommendations"]) == 10
+    assert all(item_group[int(r["item"].split("-")[1])] == item_group[80] for r in new.json()["recommendations"])
+    assert predict.status_code == 422 and "cannot predict ratings" in predict.json()["detail"]
+    described = model.json()
+    assert described["model_class"] is None and described["ranker"] == "ease" and not described["predicts_ratings"]
+    assert similar.status_code == 200 and len(similar.json()["similar"]) == 3
+    assert mixed.status_code == 422 and "for every item, or for none" in mixed.json()["detail"]
