@@ -14,13 +14,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## Train the default preset (Bayesian PMF, saved as a DotProductBias) on the bundled ml-latest-small,
+## Train the default preset (Bayesian PMF for ratings, saved as a DotProductBias, and EASE for top-N lists)
+## on the bundled ml-latest-small,
 ## print the epoch table, metrics and predictions,
 ## then ask the saved model for recommendations and similar movies.
 demo: $(STAMP)
 	$(BIN)/collabkit train --data ml-latest-small --out runs/demo
-	@echo; echo "== top 5 for user 1 among films with 20+ ratings (collabkit recommend --model runs/demo --user 1 -n 5 --min-ratings 20)"
-	@$(BIN)/collabkit recommend --model runs/demo --user 1 -n 5 --min-ratings 20
+	@echo; echo "== top 5 for user 1 (collabkit recommend --model runs/demo --user 1 -n 5)"
+	@$(BIN)/collabkit recommend --model runs/demo --user 1 -n 5
+	@echo; echo "== the same, ranked by predicted rating as in the lesson (--rank-by rating): rarely rated films rise"
+	@$(BIN)/collabkit recommend --model runs/demo --user 1 -n 5 --rank-by rating
 	@echo; echo "== like Toy Story (collabkit similar --model runs/demo --item 'Toy Story (1995)' -n 5)"
 	@$(BIN)/collabkit similar --model runs/demo --item "Toy Story (1995)" -n 5
 

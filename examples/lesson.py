@@ -53,7 +53,9 @@ from collabkit.fastai import (
     create_params,
     sigmoid_range,
 )
+from collabkit.evaluate import evaluate
 from collabkit.interpret import item_bias_table, item_pca, plot_item_pca
+from collabkit.recommend import Recommender
 from collabkit.training.recipe import PRESETS, train
 from collabkit.training.schedule import one_cycle
 
@@ -499,6 +501,37 @@ def step_u1(run: Run) -> None:
     run.results["u1"] = rows
 
 
+def step_ranking(run: Run) -> None:
+    """The lesson's model as a recommender: ranked by predicted rating, against a ranking model (EASE) and
+    the most-popular chart, on the lesson's validation split (relevant: a validation rating of 4 or more)."""
+    learn = run.learner("collab_learner")  # collabkit's own DotProductBias: a Recommender can read its vectors
+    dls = learn.dls
+    train_frame, valid_frame = dls.decode(dls.train.x, dls.train.y), dls.decode(dls.valid.x, dls.valid.y)
+    rec = Recommender.from_learner(learn).fit_ranker("ease")
+    counts = rec.history.item_counts
+    trained_users = np.flatnonzero(rec.user_trained)
+    rows: dict[str, dict] = {"popular": {}}
+    for key, rank_by in (("rating", "rating"), ("ease", "ranking")):
+        metrics = evaluate(rec, train_frame, valid_frame, rank_by=rank_by).set_index("metric")
+        _, top = rec.top_n(trained_users, 10, exclude=rec.history, rank_by=rank_by)
+        rows[key] = {"precision": float(metrics.loc["precision@10", "value"]),
+                     "ndcg": float(metrics.loc["ndcg@10", "value"]),
+                     "median_ratings": float(np.median(counts[top]))}
+        if key == "rating":
+            chart_top = np.argsort(-counts, kind="stable")[:10]
+            rows["popular"] = {"precision": float(metrics.loc["precision@10", "popularity"]),
+                               "ndcg": float(metrics.loc["ndcg@10", "popularity"]),
+                               "median_ratings": float(np.median(counts[chart_top]))}
+    user = rec.users[int(trained_users[0])]
+    example = {key: rec.recommend([user], n=5, rank_by=how)["item"].tolist()
+               for key, how in (("rating", "rating"), ("ease", "ranking"))}
+    example_counts = {key: [int(counts[rec.items.index([t])[0]]) for t in titles] for key, titles in example.items()}
+    run.results["ranking"] = {"rows": rows, "user": user, "example": example, "example_counts": example_counts}
+    for key, r in rows.items():
+        print(f"\n## ranking by {key}: precision@10 {r['precision']:.4f}, NDCG@10 {r['ndcg']:.4f}, "
+              f"median ratings of a top-10 film {r['median_ratings']:.0f}")
+
+
 STEPS: dict[str, Callable[[Run], None]] = {
     "data": step_data,
     "dot": step_dot,
@@ -511,6 +544,7 @@ STEPS: dict[str, Callable[[Run], None]] = {
     "collab-learner": step_collab_learner,
     "default": step_default,
     "u1": step_u1,
+    "ranking": step_ranking,
 }
 MODEL_STEP = {"dot": "dot", "dot_bias": "dot-bias", "dot_bias_wd": "weight-decay", "collab_learner": "collab-learner"}
 
@@ -638,6 +672,20 @@ def tables(results: dict) -> dict[str, str]:
         ]
     rows += [[f"{name} (docs/benchmarks.md)", f"{value:.3f}", "–"] for name, value in REFERENCE_U1.items()]
     out["u1"] = md_table(["model", "u1 RMSE", "fit (s)"], rows)
+    ranking = results["ranking"]
+    labels = {"popular": "most popular (the same chart for everyone)",
+              "rating": "the lesson's collab_learner (wd=0.1), highest predicted rating first",
+              "ease": "EASE, a ranking model of who rated what"}
+    out["ranking"] = md_table(
+        ["top 10 from", "precision@10", "NDCG@10", "median ratings of a top-10 film"],
+        [[labels[k], f"{r['precision']:.4f}", f"{r['ndcg']:.4f}", f"{r['median_ratings']:.0f}"]
+         for k, r in ranking["rows"].items()],
+    )
+    ex, n = ranking["example"], ranking["example_counts"]
+    out["ranking_example"] = md_table(
+        ["rank", "by predicted rating", "ratings", "by EASE", "ratings"],
+        [[k + 1, ex["rating"][k], n["rating"][k], ex["ease"][k], n["ease"][k]] for k in range(len(ex["rating"]))],
+    )
     return out
 
 

@@ -126,6 +126,8 @@ def test_fast_run_writes_every_figure_and_result(tmp_path, lesson):
     assert math.isfinite(results["models"]["default"]["valid_mse"])
     assert [r["wd"] for r in results["wd_sweep"]] == list(lesson.WD_SWEEP)
     assert len(results["similar"]["rows"]) == 10
+    assert set(results["ranking"]["rows"]) == {"popular", "rating", "ease"}
+    assert len(results["ranking"]["example"]["ease"]) == 5
     # the run's lr schedule is the fastai-default OneCycleLR the figure draws
     assert results["schedule"]["recorded_vs_fastai_max_rel_diff"] < 1e-6
 

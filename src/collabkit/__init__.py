@@ -4,7 +4,7 @@ The package reads in the order data flows::
 
     data/        ratings table -> id vocabularies -> index tensors -> batches, splits
     datasets.py  named datasets (bundled ml-latest-small, local ml-100k)
-    models/      index tensors -> predicted ratings
+    models/      index tensors -> predicted ratings; interactions -> item rankings (EASE, iALS)
     training/    Learner: fit, fit_one_cycle, lr_find, weight decay, callbacks
     metrics.py   rmse, mae
     io.py        save/load a trained model (safetensors + JSON, no pickle)
@@ -28,7 +28,11 @@ from collabkit.errors import (  # noqa: E402
 )
 from collabkit.io import load_model, save_model  # noqa: E402
 from collabkit.metrics import mae, rmse  # noqa: E402
+from collabkit.data.interactions import Interactions  # noqa: E402
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN  # noqa: E402
+from collabkit.models.ease import EASE  # noqa: E402
+from collabkit.models.ials import ImplicitALS  # noqa: E402
+from collabkit.models.popular import Popularity  # noqa: E402
 from collabkit.recommend import Recommender  # noqa: E402
 from collabkit.training import Learner  # noqa: E402
 
@@ -39,10 +43,14 @@ __all__ = [
     "DatasetNotFoundError",
     "DotProduct",
     "DotProductBias",
+    "EASE",
     "EmbeddingNN",
+    "ImplicitALS",
+    "Interactions",
     "Learner",
     "ModelFileError",
     "NotFittedError",
+    "Popularity",
     "Recommender",
     "TrainingDivergedError",
     "UnknownIdError",

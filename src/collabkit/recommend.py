@@ -487,13 +487,13 @@ class Recommender:
         return rows
 
     def _scorer(
-        self, rank_by: str, user_rows: np.ndarray | None = None, new_values: torch.Tensor | None = None,
+        self, rank_by: str, user_rows: np.ndarray | None = None, new_users: Interactions | None = None,
         new_vectors: torch.Tensor | None = None,
     ) -> Callable[[int, int, np.ndarray], torch.Tensor]:
         """``score(start, stop, candidates)``: the scores of users ``start:stop`` for the candidate items.
 
-        The users are trained rows (``user_rows``), or someone new: their interaction values
-        (``new_values``, for the ranker) or folded-in vectors (``new_vectors``, for the rating model).
+        The users are trained rows (``user_rows``), or someone new: their interactions
+        (``new_users``, for the ranker) or folded-in vectors (``new_vectors``, for the rating model).
         """
         if rank_by == "ranking":
             ranker = self.ranker
@@ -501,10 +501,10 @@ class Recommender:
             def score(start: int, stop: int, candidates: np.ndarray) -> torch.Tensor:
                 if user_rows is not None:
                     rows = user_rows[start:stop]
-                    values = self.interactions.dense(rows)
+                    users = self.interactions.take(rows)
                 else:
-                    rows, values = np.full(stop - start, -1), new_values[start:stop]
-                return ranker.score(values, rows)[:, torch.from_numpy(candidates)]
+                    rows, users = np.full(stop - start, -1), new_users.take(np.arange(start, stop))
+                return ranker.score(users, rows)[:, torch.from_numpy(candidates)]
 
             return score
         view = self.view
@@ -714,9 +714,8 @@ class Recommender:
             raise DataError(f"fold-in ratings must be numbers; got {values[:5]}")
         return rows, numbers
 
-    def _new_user_values(self, rows: np.ndarray, ratings: np.ndarray | None) -> torch.Tensor:
-        """The ``(1, n_items)`` interaction row of someone new, as the ranker saw training users'."""
-        values = torch.zeros(1, len(self.items))
+    def _new_user_interactions(self, rows: np.ndarray, ratings: np.ndarray | None) -> Interactions:
+        """The interactions of someone new (one row), valued as the ranker saw training users'."""
         if ratings is None or not self.predicts_ratings:
             weights = np.ones(len(rows), dtype=np.float32) if ratings is None else ratings
         else:
@@ -726,8 +725,7 @@ class Recommender:
                 f"fold-in values must be positive on this model's scale; got {float(weights.min()):g} "
                 "(a rating below the lowest training rating, or a zero or negative weight)"
             )
-        values[0].index_put_((torch.from_numpy(rows),), torch.from_numpy(weights), accumulate=True)
-        return values
+        return Interactions.from_rows(np.zeros(len(rows)), rows, weights, 1, len(self.items), self.interactions.offset)
 
     def fold_in(
         self, ratings: Mapping[Any, float] | pd.DataFrame, noise: float | None = None, max_iter: int = 100
@@ -796,7 +794,7 @@ class Recommender:
         how = self._rank_by("rating" if isinstance(ratings, NewUser) and rank_by is None else rank_by)
         if how == "ranking":
             rows, values = self._new_user_pairs(ratings)
-            score = self._scorer(how, new_values=self._new_user_values(rows, values))
+            score = self._scorer(how, new_users=self._new_user_interactions(rows, values))
         else:
             new = ratings if isinstance(ratings, NewUser) else self.fold_in(ratings)
             rows = new.item_rows

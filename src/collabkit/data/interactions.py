@@ -21,6 +21,7 @@ training pairs only, so scoring a user never reads a held-out interaction.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,16 +92,38 @@ class Interactions:
         """(nnz,) the user row of every stored entry."""
         return np.repeat(np.arange(self.n_users), np.diff(self.indptr))
 
-    def dense(self, user_rows: np.ndarray) -> torch.Tensor:
-        """The rows of ``user_rows`` as a dense ``(k, n_items)`` float32 tensor (zeros where nothing happened)."""
+    def take(self, user_rows: np.ndarray) -> Interactions:
+        """The rows of ``user_rows``, in that order, as a ``k × n_items`` matrix of their own (no Python loop)."""
         user_rows = np.asarray(user_rows, dtype=np.int64)
         starts, stops = self.indptr[user_rows], self.indptr[user_rows + 1]
         counts = stops - starts
-        which = np.repeat(np.arange(len(user_rows)), counts)
-        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        entries = np.repeat(starts, counts) + offsets
-        out = torch.zeros(len(user_rows), self.n_items)
-        out[torch.from_numpy(which), torch.from_numpy(self.indices[entries])] = torch.from_numpy(self.values[entries])
+        indptr = np.zeros(len(user_rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        entries = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
+        return Interactions(indptr, self.indices[entries], self.values[entries], self.n_items, self.offset)
+
+    def csr(self, n_cols: int | None = None, columns: np.ndarray | None = None) -> torch.Tensor:
+        """A torch sparse CSR tensor of the matrix; ``columns`` maps each item to a column (-1: left out)
+        of ``n_cols`` columns."""
+        indptr, indices, values = self.indptr, self.indices, self.values
+        if columns is not None:
+            cols = columns[indices]
+            keep = cols >= 0
+            kept = np.concatenate([[0], np.cumsum(keep)])
+            indptr, indices, values = kept[indptr], cols[keep], values[keep]
+        with warnings.catch_warnings():  # torch calls its sparse CSR support "beta"; products are all we use
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                torch.from_numpy(np.ascontiguousarray(indptr, dtype=np.int64)),
+                torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)),
+                torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
+                (self.n_users, self.n_items if n_cols is None else n_cols), check_invariants=False,
+            )
+
+    def dense(self) -> torch.Tensor:
+        """The matrix as a dense ``(n_users, n_items)`` float32 tensor (zeros where nothing happened)."""
+        out = torch.zeros(self.n_users, self.n_items)
+        out[torch.from_numpy(self.row_users()), torch.from_numpy(self.indices)] = torch.from_numpy(self.values)
         return out
 
     def to_tensors(self) -> dict[str, torch.Tensor]:

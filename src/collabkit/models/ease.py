@@ -73,30 +73,30 @@ class EASE(Ranker):
             raise DataError(f"no item has {self.min_count} or more interacting users: EASE has nothing to model")
         log.info("EASE: solving for %d x %d item weights (%d items below min_count %d left out)",
                  m, m, interactions.n_items - m, self.min_count)
-        position = np.full(interactions.n_items, -1, dtype=np.int64)
-        position[modelled] = np.arange(m)
-        cols = position[interactions.indices]
-        keep = cols >= 0
-        rows = interactions.row_users()[keep]
+        self.items, self.n_items = torch.from_numpy(modelled), interactions.n_items
+        x = interactions.csr(m, self._columns())
         with warnings.catch_warnings():  # torch calls its sparse support "beta"; this one product is all we use
             warnings.simplefilter("ignore", UserWarning)
-            x = torch.sparse_coo_tensor(
-                torch.from_numpy(np.stack([rows, cols[keep]])), torch.from_numpy(interactions.values[keep]),
-                (interactions.n_users, m), check_invariants=False,
-            ).coalesce()
-            gram = torch.sparse.mm(x.t().coalesce(), x).to_dense()
-        lam = self.l2 * float((interactions.values[keep].astype(np.float64) ** 2).mean())
+            gram = (x.to_sparse_coo().t() @ x.to_dense()) if interactions.n_users * m <= 1 << 26 else \
+                torch.sparse.mm(x.to_sparse_coo().t().coalesce(), x.to_sparse_coo()).to_dense()
+        lam = self.l2 * float((x.values().double() ** 2).mean())
         gram.diagonal().add_(lam)
         precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))
         weight = precision / (-precision.diagonal())
         weight.diagonal().zero_()
-        self.items, self.weight, self.n_items = torch.from_numpy(modelled), weight.contiguous(), interactions.n_items
+        self.weight = weight.contiguous()
         return self
 
-    def score(self, values: torch.Tensor, user_rows: np.ndarray) -> torch.Tensor:
+    def _columns(self) -> np.ndarray:
+        """Each item's column of ``weight`` (-1 for items left out)."""
+        columns = np.full(self.n_items, -1, dtype=np.int64)
+        columns[self.items.numpy()] = np.arange(len(self.items))
+        return columns
+
+    def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
         self._fitted()
-        out = values.new_zeros(values.shape)
-        out[:, self.items] = values[:, self.items] @ self.weight
+        out = torch.zeros(users.n_users, self.n_items)
+        out[:, self.items] = users.csr(len(self.items), self._columns()) @ self.weight
         return out
 
     def similar_to(self, row: int) -> torch.Tensor:

@@ -153,25 +153,25 @@ class ImplicitALS(Ranker):
         self.n_items = interactions.n_items
         return self
 
-    def _fold_in(self, values: torch.Tensor) -> torch.Tensor:
-        """Exact solves of the user step for rows of interaction values ``(k, n_items)``."""
+    def _fold_in(self, users: Interactions) -> torch.Tensor:
+        """Exact solves of the user step, one per row of ``users``."""
         y = self.item_factors
         base = y.T @ y + self.l2 * torch.eye(self.n_factors)
         out = []
-        for row in values:
-            hit = torch.nonzero(row).flatten()
-            w, yi = self.alpha * row[hit], y[hit]
-            a = base + (yi.T * w) @ yi
-            out.append(torch.linalg.solve(a, yi.T @ (1 + w)))
+        for k in range(users.n_users):
+            span = slice(users.indptr[k], users.indptr[k + 1])
+            w = self.alpha * torch.from_numpy(users.values[span])
+            yi = y[torch.from_numpy(users.indices[span])]
+            out.append(torch.linalg.solve(base + (yi.T * w) @ yi, yi.T @ (1 + w)))
         return torch.stack(out) if out else y.new_zeros((0, self.n_factors))
 
-    def score(self, values: torch.Tensor, user_rows: np.ndarray) -> torch.Tensor:
+    def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
         self._fitted()
         user_rows = np.asarray(user_rows, dtype=np.int64)
         vectors = self.user_factors[torch.from_numpy(np.maximum(user_rows, 0))].clone()
         new = np.flatnonzero(user_rows < 0)
         if len(new):
-            vectors[torch.from_numpy(new)] = self._fold_in(values[torch.from_numpy(new)])
+            vectors[torch.from_numpy(new)] = self._fold_in(users.take(new))
         return vectors @ self.item_factors.T
 
     def similar_to(self, row: int) -> torch.Tensor:

@@ -31,9 +31,9 @@ class Popularity(Ranker):
         self.n_items = interactions.n_items
         return self
 
-    def score(self, values: torch.Tensor, user_rows: np.ndarray) -> torch.Tensor:
+    def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
         self._fitted()
-        return self.counts.expand(len(values), -1).clone()
+        return self.counts.expand(users.n_users, -1).clone()
 
     def state(self) -> dict[str, torch.Tensor]:
         self._fitted()

@@ -42,11 +42,12 @@ class Ranker:
         """Learn from ``interactions``; returns ``self``."""
         raise NotImplementedError
 
-    def score(self, values: torch.Tensor, user_rows: np.ndarray) -> torch.Tensor:
+    def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
         """Scores ``(k, n_items)`` for ``k`` users, higher is better.
 
         Args:
-            values: ``(k, n_items)`` each user's interaction values (zeros elsewhere).
+            users: the ``k`` users' interactions (``k × n_items``; :meth:`Interactions.take` of the
+                training matrix for trained users, a row built from their items for someone new).
             user_rows: ``(k,)`` each user's training row, or ``-1`` for someone new.
         """
         raise NotImplementedError

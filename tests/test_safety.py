@@ -1,0 +1,85 @@
+"""Nothing lost, nothing silently wrong: model directories that are not ours, permissions, --out checked first,
+mistyped titles, fold-in ratings off the model's scale."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pandas as pd
+import pytest
+from planted import planted_clusters, train_recommender
+
+from collabkit import ModelFileError, UnknownIdError
+from collabkit.cli import main
+from collabkit.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def rec():
+    frame, _, _ = planted_clusters(n_groups=3, users_per_group=20, items_per_group=10, seed=1)
+    return train_recommender(frame, epochs=4).fit_ranker("ease")
+
+
+@pytest.mark.parametrize("files", [
+    {"config.json": json.dumps({"architectures": ["BertModel"]})},
+    {"config.json": json.dumps({"model_type": "bert"}), "model.safetensors": "not ours"},
+    {"config.json": "{not json", "vocab.json": "{}"},
+])
+def test_save_refuses_a_folder_that_only_looks_like_a_model(tmp_path, rec, files):
+    """A Hugging Face folder holds config.json and model.safetensors too: only "format": "collabkit-model" is ours."""
+    folder = tmp_path / "hf-model"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    with pytest.raises(ModelFileError, match="not a collabkit model directory; refusing"):
+        rec.save(folder)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == files
+
+
+def test_a_replaced_model_keeps_its_permissions_and_a_new_one_follows_the_umask(tmp_path, rec):
+    before = os.umask(0o022)
+    try:
+        rec.save(tmp_path / "new")
+        assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o755
+        (tmp_path / "new").chmod(0o750)
+        rec.save(tmp_path / "new")
+        assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o750
+    finally:
+        os.umask(before)
+
+
+def test_train_checks_out_before_it_trains(tmp_path, capsys):
+    frame, _, _ = planted_clusters(n_groups=2, users_per_group=10, items_per_group=5)
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "thesis.tex").write_text("precious")
+    status = main(["train", "--data", str(tmp_path / "r.csv"), "--out", str(tmp_path / "thesis"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 1 and "not a collabkit model directory" in captured.err
+    assert "valid RMSE" not in captured.out  # refused before any training
+    assert (tmp_path / "thesis" / "thesis.tex").read_text() == "precious"
+
+
+def test_a_mistyped_title_is_an_error_with_suggestions(rec):
+    with pytest.raises(UnknownIdError, match="did you mean 'Group 0 film 3'"):
+        rec.predict([0], ["Group 0 flim 3"])
+    assert rec.predict([0], [10**6])["fallback"].tolist() == ["item"]  # an unknown numeric id: the documented fallback
+
+
+def test_fold_in_ratings_off_the_scale_are_refused(rec):
+    for bad in (50.0, 1e6, -5.0):
+        with pytest.raises(DataError, match="outside the training ratings"):
+            rec.recommend_new_user({"Group 0 film 1": bad, "Group 0 film 2": 4.0})
+        with pytest.raises(DataError, match="outside the training ratings"):
+            rec.recommend_new_user({"Group 0 film 1": bad, "Group 0 film 2": 4.0}, rank_by="rating")
+
+
+def test_a_fold_in_file_is_read_by_column_name(tmp_path, rec, capsys):
+    rec.save(tmp_path / "m")
+    pd.DataFrame({"rating": [5.0, 4.5, 5.0], "item": [0, 1, 2]}).to_csv(tmp_path / "me.csv", index=False)
+    assert main(["recommend", "--model", str(tmp_path / "m"), "--ratings", str(tmp_path / "me.csv"), "--json",
+                 "--rank-by", "rating"]) == 0
+    scores = [r["score"] for r in json.loads(capsys.readouterr().out)]
+    assert max(scores) < 7  # read as (item, rating) by name, not as items 5.0, 4.5, 5.0 rated 0, 1, 2
