@@ -46,6 +46,7 @@ from collabkit.datasets import (
 )
 from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.errors import CollabkitError
+from collabkit.io import check_writable
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias
 from collabkit.models.registry import RANKERS
@@ -399,6 +400,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.checkpoint is None:
         raise CliError("--resume needs --checkpoint PATH (the checkpoint to continue)")
     config = _config(args)  # checked before any data is read or any process started
+    if args.out is not None:
+        check_writable(args.out)  # refused now, not after the training it would throw away
     several = args.nproc > 1 or distributed.launched_by_torchrun()
     if config.solver != "sgd" and (args.lr_find or args.checkpoint or several):
         raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,11 +95,37 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def _is_replaceable(path: Path) -> bool:
-    """Only an empty directory or a previous collabkit model may be replaced."""
+    """Only an empty directory or a previous collabkit model may be replaced: one whose config.json says
+    ``"format": "collabkit-model"`` and that holds nothing but a model's files (a Hugging Face folder has a
+    config.json and a model.safetensors too)."""
     if not path.is_dir():
         return False
     entries = list(path.iterdir())
-    return not entries or (path / CONFIG).is_file() and set(e.name for e in entries) <= set(FILES)
+    if not entries:
+        return True
+    if not set(e.name for e in entries) <= set(FILES) or not (path / CONFIG).is_file():
+        return False
+    try:
+        with open(path / CONFIG, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(config, dict) and config.get("format") == FORMAT
+
+
+def check_writable(path: str | Path) -> Path:
+    """Raise :class:`ModelFileError` unless :func:`save_model` may write ``path`` (absent, empty, or a
+    collabkit model): for commands to check their output before they spend time training."""
+    path = Path(path)
+    if path.exists() and not _is_replaceable(path):
+        raise ModelFileError(f"{str(path)!r} exists and is not a collabkit model directory; refusing to overwrite it")
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_model(
@@ -130,15 +157,13 @@ def save_model(
     Returns:
         The directory written.
     """
-    path = Path(path)
+    path = check_writable(path)
     if model is None and ranker is None:
         raise ValueError("nothing to save: give a rating model, a ranker, or both")
     if (ranker is None) != (interactions is None):
         raise ValueError("a ranker is saved with the interactions it scores users from: give both or neither")
     class_name = None if model is None else _model_class_name(model)
     ranker_name = None if ranker is None else _ranker_name(ranker)
-    if path.exists() and not _is_replaceable(path):
-        raise ModelFileError(f"{str(path)!r} exists and is not a collabkit model directory; refusing to overwrite it")
     if titles is not None and len(titles) != len(items):
         raise ValueError(f"titles must give one entry per item ({len(items)}), got {len(titles)}")
     config = {
@@ -155,7 +180,8 @@ def save_model(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
-    try:
+    try:  # mkdtemp makes it 700: a replaced model keeps the old mode, a new one follows the umask
+        os.chmod(staging, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o777 & ~_umask())
         if tensors is not None:
             save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
         if ranker is not None:

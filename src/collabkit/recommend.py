@@ -404,6 +404,21 @@ class Recommender:
                     rows[k] = self._title_rows.get(items[k], UNKNOWN)
         return rows
 
+    def _no_mistyped_titles(self, items: Sequence[Any], rows: np.ndarray) -> None:
+        """A text item that is neither an id nor a title, but is close to a title, was meant as one: raise
+        with suggestions instead of predicting for the average item (an unknown *id* keeps that fallback)."""
+        if self.titles is None:
+            return
+        numeric_ids = pd.api.types.is_integer_dtype(self.items.ids.dtype)
+        for k in np.flatnonzero(rows == UNKNOWN):
+            item = items[k]
+            if not isinstance(item, str) or (numeric_ids and item.strip().lstrip("+-").isdigit()):
+                continue
+            close = difflib.get_close_matches(item, list(self._title_rows), n=3, cutoff=0.6)
+            if numeric_ids or close:
+                hint = f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
+                raise UnknownIdError(f"unknown item title {item!r}{hint}")
+
     def title(self, item: Any) -> str | None:
         """The title of a raw item id, or ``None`` when titles are unknown."""
         if self.titles is None:
@@ -444,6 +459,7 @@ class Recommender:
             i = self._trained_item_rows(items)
         else:
             u, i = self.users.index(self.users.parse(users)), self._item_rows(items)
+            self._no_mistyped_titles(items, i)
         u_ok = (u != UNKNOWN) & self.user_trained[np.maximum(u, 0)]
         i_ok = (i != UNKNOWN) & self.item_trained[np.maximum(i, 0)]
         users_or_average, items_or_average = self._with_averages
@@ -712,7 +728,26 @@ class Recommender:
         numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float32)
         if not np.isfinite(numbers).all():
             raise DataError(f"fold-in ratings must be numbers; got {values[:5]}")
+        scale = self.rating_scale
+        if scale is not None and ((numbers < scale[0]) | (numbers > scale[1])).any():
+            bad = numbers[(numbers < scale[0]) | (numbers > scale[1])]
+            raise DataError(
+                f"fold-in rating {float(bad[0]):g} is outside the training ratings' scale "
+                f"{scale[0]:g}..{scale[1]:g}; rate on the model's scale"
+            )
         return rows, numbers
+
+    @functools.cached_property
+    def rating_scale(self) -> tuple[float, float] | None:
+        """The lowest and highest training rating (``None`` for implicit feedback; a model saved before
+        the ranking models knew only its ``y_range``, if it had one)."""
+        if not self.predicts_ratings:
+            return None
+        if self.interactions is not None and self.interactions.nnz:
+            values = self.interactions.values
+            return float(values.min()) - self.interactions.offset, float(values.max()) - self.interactions.offset
+        y_range = getattr(self.model, "y_range", None)
+        return (float(y_range[0]), float(y_range[1])) if y_range is not None else None
 
     def _new_user_interactions(self, rows: np.ndarray, ratings: np.ndarray | None) -> Interactions:
         """The interactions of someone new (one row), valued as the ranker saw training users'."""
