@@ -96,8 +96,8 @@ def _write_json(path: Path, payload: dict) -> None:
 
 def _is_replaceable(path: Path) -> bool:
     """Only an empty directory or a previous collabkit model may be replaced: one whose config.json says
-    ``"format": "collabkit-model"`` and that holds nothing but a model's files (a Hugging Face folder has a
-    config.json and a model.safetensors too)."""
+    ``"format": "collabkit-model"`` (a truncated one must still say so) and that holds nothing but a model's
+    files (a Hugging Face folder has a config.json and a model.safetensors too)."""
     if not path.is_dir():
         return False
     entries = list(path.iterdir())
@@ -106,10 +106,12 @@ def _is_replaceable(path: Path) -> bool:
     if not set(e.name for e in entries) <= set(FILES) or not (path / CONFIG).is_file():
         return False
     try:
-        with open(path / CONFIG, encoding="utf-8") as fh:
-            config = json.load(fh)
-    except (OSError, ValueError, RecursionError):
+        raw = (path / CONFIG).read_bytes()
+        config = json.loads(raw)
+    except OSError:
         return False
+    except (ValueError, RecursionError):  # a truncated write of our own config still names our format
+        return f'"format": "{FORMAT}"'.encode() in raw
     return isinstance(config, dict) and config.get("format") == FORMAT
 
 
