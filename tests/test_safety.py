@@ -83,3 +83,23 @@ def test_a_fold_in_file_is_read_by_column_name(tmp_path, rec, capsys):
                  "--rank-by", "rating"]) == 0
     scores = [r["score"] for r in json.loads(capsys.readouterr().out)]
     assert max(scores) < 7  # read as (item, rating) by name, not as items 5.0, 4.5, 5.0 rated 0, 1, 2
+
+
+def test_evaluate_replays_the_training_split_and_refuses_an_overlapping_one(tmp_path, capsys):
+    frame, _, _ = planted_clusters(n_groups=3, users_per_group=20, items_per_group=12, seed=2)
+    frame[["user", "item", "rating"]].to_csv(tmp_path / "r.csv", index=False)
+    data = ["--data", str(tmp_path / "r.csv")]
+    assert main(["train", *data, "--seed", "7", "--valid-pct", "0.25", "--show", "0", "--no-progress",
+                 "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "m"), *data, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "seed 7 (as recorded with the model)" in captured.err
+    metrics = {m["metric"]: m["value"] for m in json.loads(captured.out)["metrics"]}
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["info"]
+    assert metrics["rmse"] == pytest.approx(saved["valid_rmse"], rel=1e-4)  # the very split training validated on
+    for other in (["--seed", "8"], ["--split", "user-random", "--holdout", "3"], ["--valid-pct", "0.5"]):
+        assert main(["evaluate", "--model", str(tmp_path / "m"), *data, *other]) == 1
+        err = capsys.readouterr().err
+        assert "pairs this model trained on" in err and "Traceback" not in err, other
+    assert main(["evaluate", "--model", str(tmp_path / "m"), *data, "--seed", "8", "--allow-overlap"]) == 0

@@ -126,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--model", type=Path, required=True, help="a model directory written by train --out")
     _add_data_options(evaluate)
-    _add_split_options(evaluate)
+    _add_split_options(evaluate, replayed=True)
+    evaluate.add_argument("--allow-overlap", action="store_true",
+                          help="score test ratings the model trained on (refused by default: the figures would flatter)")
     _add_metric_options(evaluate)
 
     cv = commands.add_parser(
@@ -138,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_options(cv)
     cv.add_argument("--folds", type=_positive_int, default=5, help="number of folds")
     cv.add_argument("--seed", type=int, default=42, help="seed of the fold assignment")
+    cv.set_defaults(split=None, valid_pct=None, holdout=None)
     _add_train_options(cv)
     _add_metric_options(cv)
 
@@ -199,19 +202,32 @@ def _add_data_options(sub: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_split_options(sub: argparse.ArgumentParser) -> None:
+SPLIT_DEFAULTS = {"split": "random", "valid_pct": 0.2, "holdout": 1, "seed": 42}
+"""The split options' defaults; ``evaluate`` starts from the split recorded with the model instead."""
+
+
+def _add_split_options(sub: argparse.ArgumentParser, replayed: bool = False) -> None:
     split = sub.add_argument_group("split")
+    default = " (default: the split the model was trained with)" if replayed else ""
     split.add_argument(
         "--split",
         choices=SPLITS,
-        default="random",
         help="random (--valid-pct, --seed; the lesson's), temporal (the latest --valid-pct by time), "
         "user-last / user-random (--holdout ratings per user), or an ML-100K canonical split u1..u5, ua, ub "
-        "(default random)",
+        f"(default random){default}",
     )
-    split.add_argument("--valid-pct", type=float, default=0.2, help="share held out (default 0.2)")
-    split.add_argument("--holdout", type=_positive_int, default=1, help="ratings held out per user (default 1)")
-    split.add_argument("--seed", type=int, default=42, help="seed of the split, the weights and shuffling (default 42)")
+    split.add_argument("--valid-pct", type=float, help=f"share held out (default 0.2){default}")
+    split.add_argument("--holdout", type=_positive_int, help=f"ratings held out per user (default 1){default}")
+    split.add_argument("--seed", type=int, help=f"seed of the split, the weights and shuffling (default 42){default}")
+
+
+def _split_defaults(args: argparse.Namespace, recorded: dict | None = None) -> None:
+    """Fill the split options the user left unset: from ``recorded`` (a model's info), else the defaults."""
+    recorded = dict(recorded or {})
+    recorded.setdefault("seed", (recorded.get("config") or {}).get("seed"))  # older models kept it there only
+    for name, value in SPLIT_DEFAULTS.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value if recorded.get(name) is None else recorded[name])
 
 
 def _add_train_options(sub: argparse.ArgumentParser) -> None:
@@ -397,6 +413,7 @@ def _times(clean: pd.DataFrame, args: argparse.Namespace) -> np.ndarray:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _split_defaults(args)
     if args.resume and args.checkpoint is None:
         raise CliError("--resume needs --checkpoint PATH (the checkpoint to continue)")
     config = _config(args)  # checked before any data is read or any process started
@@ -449,6 +466,11 @@ def _distributed_check(learn) -> dict:
         "rmse_of_gathered_predictions": rmse(preds, targs),
         "weight_checksums": sums.tolist(),
     }
+
+
+def _split_record(args: argparse.Namespace) -> dict:
+    """The split options, saved with the model so that ``evaluate`` can replay them."""
+    return {name: getattr(args, name) for name in SPLIT_DEFAULTS}
 
 
 def _feedback(args: argparse.Namespace, dataset: Dataset) -> str:
@@ -514,8 +536,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
     info = {
         "data": dataset.name,
         "feedback": "explicit",
-        "split": args.split,
-        "valid_pct": args.valid_pct,
+        **_split_record(args),
         "config": {**dataclasses.asdict(config), "lr": lr},
         "valid_rmse": valid_rmse,
         "valid_mae": valid_mae,
@@ -549,7 +570,8 @@ def _fit_ranker(
     print(f"ranking model: {rec.ranker.name} {rec.ranker.config()} fitted in {seconds:.2f} s")
     if len(valid_frame) == 0:
         return
-    metrics = evaluate(rec, train_frame, valid_frame, k=10)
+    metrics = evaluate(rec, train_frame, valid_frame, k=10, allow_overlap=True)  # the split itself: any
+    # overlap is repeated pairs kept as separate draws (--duplicates keep)
     table = metrics.set_index("metric")
     if "precision@10" not in table.index:
         return
@@ -566,7 +588,7 @@ def _train_implicit(args: argparse.Namespace, dataset: Dataset, started: float) 
     train_frame, valid_frame = _split(args, dataset)
     titles = dataset.titles.to_dict() if len(dataset.titles) else None
     info = {
-        "data": dataset.name, "feedback": "implicit", "split": args.split, "valid_pct": args.valid_pct,
+        "data": dataset.name, "feedback": "implicit", **_split_record(args),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     rec = Recommender.from_interactions(train_frame, titles=titles, ranker="popular", info=info)
@@ -590,11 +612,18 @@ def _print_metrics(frame: pd.DataFrame, as_json: bool) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model)
+    given = {name: getattr(args, name) for name in SPLIT_DEFAULTS if getattr(args, name) is not None}
+    _split_defaults(args, rec.info)
+    if not given and "split" in rec.info:
+        print(f"split: {args.split}, valid-pct {args.valid_pct}, holdout {args.holdout}, seed {args.seed} "
+              "(as recorded with the model)", file=sys.stderr if args.json else sys.stdout)
     dataset = _load_table(args)
     if not rec.predicts_ratings:
         dataset = _interaction_table(args, dataset)
     train_frame, test_frame = _split(args, dataset)
-    metrics = evaluate(rec, train_frame, test_frame, k=args.k, threshold=args.threshold, rank_by=args.rank_by)
+    allow = args.allow_overlap or _duplicates(args) == "keep"  # repeated pairs are separate draws there
+    metrics = evaluate(rec, train_frame, test_frame, k=args.k, threshold=args.threshold, rank_by=args.rank_by,
+                       allow_overlap=allow)
     _print_metrics(metrics, args.json)
     return 0
 

@@ -29,6 +29,7 @@ import pandas as pd
 from collabkit.data.history import RatingHistory
 from collabkit.data.interactions import Interactions
 from collabkit.data.ratings import Duplicates, validate_ratings
+from collabkit.errors import DataError
 from collabkit.data.splits import kfold
 from collabkit.metrics import coverage, mae, ranking_metrics, rmse
 from collabkit.models.popular import Popularity
@@ -49,12 +50,18 @@ def evaluate(
     k: int = 10,
     threshold: float = 4.0,
     rank_by: str | None = None,
+    allow_overlap: bool = False,
 ) -> pd.DataFrame:
     """Metrics of ``rec`` on ``test_frame``; ``train_frame`` is what it was trained on (for exclusion).
 
     Both frames have user, item and rating (or, for implicit feedback, weight) as their
     first three columns. ``rank_by`` chooses the model behind the top-k lists (see
     :meth:`~collabkit.recommend.Recommender.recommend`).
+
+    Raises:
+        DataError: some test pairs are pairs the model trained on (another split or seed than
+            training's), unless ``allow_overlap``; models saved before the ranking models did not
+            keep their training pairs and are not checked.
 
     Returns:
         A tidy DataFrame ``metric, value, popularity`` (the most-popular chart's value of each
@@ -69,6 +76,8 @@ def evaluate(
     truth = test_frame.iloc[:, 2].to_numpy(dtype=np.float64)
     u_rows = rec.users.index(rec.users.parse(users))
     i_rows = rec.items.index(rec.items.parse(items))
+    if not allow_overlap and rec.interactions is not None:
+        _refuse_overlap(rec, u_rows, i_rows)
     u_known = (u_rows >= 0) & rec.user_trained[np.maximum(u_rows, 0)]
     i_known = (i_rows >= 0) & rec.item_trained[np.maximum(i_rows, 0)]
     values: dict[str, float] = {}
@@ -102,6 +111,21 @@ def evaluate(
     what = f"test rating >= {threshold}" if rec.predicts_ratings else "every test interaction"
     result.attrs["protocol"] = PROTOCOL.format(relevant=what, rank_by=_ranked_by(rec, rank_by))
     return result
+
+
+def _refuse_overlap(rec: Recommender, u_rows: np.ndarray, i_rows: np.ndarray) -> None:
+    """Raise when test pairs are among the model's training pairs: its figures would be flattering, not honest."""
+    known = (u_rows >= 0) & (i_rows >= 0)
+    inter = rec.interactions
+    codes = u_rows[known] * len(rec.items) + i_rows[known]
+    trained = inter.row_users() * len(rec.items) + inter.indices
+    overlap = int(np.isin(codes, trained).sum())
+    if overlap:
+        raise DataError(
+            f"{overlap:,} of the {len(u_rows):,} test ratings are pairs this model trained on, so its figures "
+            "would flatter it: evaluate on the split it was trained with (the default replays it), or pass "
+            "--allow-overlap (allow_overlap=True) to score them anyway"
+        )
 
 
 def _ranked_by(rec: Recommender, rank_by: str) -> str:
@@ -158,7 +182,8 @@ def cross_validate(
         if ranker is not None:
             rec.fit_ranker(ranker)
         fit_seconds = time.perf_counter() - started
-        metrics = evaluate(rec, train_part, test_part, k=k, threshold=threshold, rank_by=rank_by)
+        metrics = evaluate(rec, train_part, test_part, k=k, threshold=threshold, rank_by=rank_by,
+                           allow_overlap=True)  # folds partition the rows: overlap is only repeated pairs
         popular = {f"popularity {m}": v for m, v in zip(metrics["metric"], metrics["popularity"]) if not np.isnan(v)}
         rows.append({"fold": fold, **dict(zip(metrics["metric"], metrics["value"])), **popular,
                      "fit_seconds": fit_seconds})
