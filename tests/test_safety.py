@@ -103,3 +103,28 @@ def test_evaluate_replays_the_training_split_and_refuses_an_overlapping_one(tmp_
         err = capsys.readouterr().err
         assert "pairs this model trained on" in err and "Traceback" not in err, other
     assert main(["evaluate", "--model", str(tmp_path / "m"), *data, "--seed", "8", "--allow-overlap"]) == 0
+
+
+def test_ids_keep_the_type_their_column_is_written_in(tmp_path):
+    from collabkit.data import read_ratings_file
+
+    (tmp_path / "r.csv").write_text("user,item,rating\n007,1,4\n7,2,3.5\n8,1,2\n")
+    frame = read_ratings_file(tmp_path / "r.csv")
+    assert frame["user"].tolist() == ["007", "7", "8"]  # a leading zero makes the column text: 007 is not 7
+    assert frame["item"].tolist() == [1, 2, 1] and frame["rating"].tolist() == [4.0, 3.5, 2.0]
+
+
+def test_a_headerless_file_is_refused_instead_of_losing_its_first_rating(tmp_path, capsys):
+    (tmp_path / "r.csv").write_text("1,10,4\n2,10,3\n1,11,5\n2,11,2\n")
+    assert main(["train", "--data", str(tmp_path / "r.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "looks like a rating, not a header" in err and "Traceback" not in err
+
+
+def test_query_ids_in_other_digits_never_crash(rec):
+    from collabkit.data.vocab import Vocabulary
+
+    vocab = Vocabulary([1, 2, 3], name="user")
+    assert vocab.parse(["2", "³", "١", "+3"]) == [2, "³", "١", 3]
+    with pytest.raises(UnknownIdError, match="'³'"):
+        rec.recommend(["³"])

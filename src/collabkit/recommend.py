@@ -412,7 +412,7 @@ class Recommender:
         numeric_ids = pd.api.types.is_integer_dtype(self.items.ids.dtype)
         for k in np.flatnonzero(rows == UNKNOWN):
             item = items[k]
-            if not isinstance(item, str) or (numeric_ids and item.strip().lstrip("+-").isdigit()):
+            if not isinstance(item, str) or (numeric_ids and self.items.parse([item])[0] != item):
                 continue
             close = difflib.get_close_matches(item, list(self._title_rows), n=3, cutoff=0.6)
             if numeric_ids or close:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -193,6 +194,32 @@ def read_ratings_file(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     if sep is None and suffix == ".csv":
         sep = ","
     try:
-        return pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
+        frame = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c", dtype=str)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"cannot parse ratings file {str(path)!r}: {exc}") from exc
+    if len(frame.columns) and all(_NUMBER.fullmatch(str(c).strip()) for c in frame.columns):
+        raise DataError(
+            f"the first line of {str(path)!r} is all numbers ({', '.join(map(str, frame.columns[:3]))}, ...): it looks "
+            "like a rating, not a header, and would be lost as one; add a header line such as user,item,rating"
+        )
+    return frame.apply(_typed_column)
+
+
+_INTEGER = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
+_NUMBER = re.compile(r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _typed_column(column: pd.Series) -> pd.Series:
+    """A text column as ints or floats when every value is written as one in ASCII digits, else as text.
+
+    A column is typed once, as a whole: with any leading zero ("007") or any other kind of digit ("١", "³")
+    it stays text, so "007" and "7" remain two ids, and "١" is not user 1.
+    """
+    text = column.dropna().str.strip()
+    if len(text) == 0:
+        return column
+    if text.str.fullmatch(_INTEGER.pattern).all() and not column.isna().any():
+        return text.astype(np.int64)
+    if text.str.fullmatch(_NUMBER.pattern).all():
+        return pd.to_numeric(column.str.strip())
+    return column

@@ -8,6 +8,8 @@ to the rows of an embedding table, ``0 .. len(vocab) - 1``. There is no hidden
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -20,6 +22,9 @@ UNKNOWN = -1
 """Index returned by :meth:`Vocabulary.index` for ids not in the vocabulary."""
 SMALL = 64
 """Up to this many ids, :meth:`Vocabulary.index` looks them up one by one in a dict."""
+
+
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def _native(value: Any) -> Any:
@@ -126,7 +131,7 @@ class Vocabulary(Sequence):
             return values
         parsed = []
         for v in values:
-            if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
+            if isinstance(v, str) and _ASCII_INTEGER.fullmatch(v.strip()):  # not "١" or "³": str.isdigit takes those
                 v = int(v)
             parsed.append(v)
         return parsed
