@@ -128,3 +128,34 @@ def test_query_ids_in_other_digits_never_crash(rec):
     assert vocab.parse(["2", "³", "١", "+3"]) == [2, "³", "١", 3]
     with pytest.raises(UnknownIdError, match="'³'"):
         rec.recommend(["³"])
+
+
+@pytest.mark.parametrize("damage", [
+    lambda text: json.dumps({**json.loads(text), "info": [1, 2]}),
+    lambda text: json.dumps({**json.loads(text), "columns": "user,item"}),
+    lambda text: text.rstrip()[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}",
+], ids=["info-a-list", "columns-a-string", "nested-100k-deep"])
+def test_a_malformed_config_never_stops_the_watcher(tmp_path, rec, damage):
+    pytest.importorskip("fastapi")
+    import time
+
+    from collabkit.serve import ModelHolder
+
+    rec.save(tmp_path / "m")
+    holder = ModelHolder(tmp_path / "m", watch_interval=0.02)
+    holder.start_watching()
+    try:
+        config = tmp_path / "m" / "config.json"
+        config.write_text(damage(config.read_text()))
+        deadline = time.monotonic() + 10
+        while holder.last_reload_error is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert holder.last_reload_error is not None and holder._watcher.is_alive()
+        with pytest.raises(ModelFileError):
+            holder.reload()  # what POST /reload turns into a 409
+        rec.save(tmp_path / "m")
+        while holder.reloads == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert holder.reloads == 1 and holder.last_reload_error is None
+    finally:
+        holder.stop_watching()

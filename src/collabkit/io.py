@@ -214,6 +214,8 @@ def _read_json(path: Path) -> dict:
             payload = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{str(path)!r} is corrupt: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise ModelFileError(f"{str(path)!r} is corrupt: nested too deeply to read") from exc
     if not isinstance(payload, dict):
         raise ModelFileError(f"{str(path)!r} is corrupt: expected a JSON object")
     return payload
@@ -255,8 +257,11 @@ def load_model(path: str | Path) -> LoadedModel:
         ranker.load_state(_read_tensors(path / RANKER), len(users), len(items))
         interactions = _load_interactions(path, len(users), len(items))
     titles = vocab.get("titles")
-    if titles is not None and len(titles) != len(items):
-        raise ModelFileError(f"{str(path / VOCAB)!r}: {len(titles)} titles for {len(items)} items")
+    if titles is not None and (not isinstance(titles, list) or len(titles) != len(items)):
+        raise ModelFileError(f"{str(path / VOCAB)!r}: the titles are not a list of one per item ({len(items)})")
+    columns, info = config.get("columns"), config.get("info", {})
+    if not (isinstance(columns, dict) and all(isinstance(v, str) for v in columns.values()) and isinstance(info, dict)):
+        raise ModelFileError(f"{str(path / CONFIG)!r}: 'columns' must map names to strings and 'info' be an object")
     history = _load_history(path, config, len(users), len(items))
     return LoadedModel(
         model, users, items, dict(config["columns"]), titles, dict(config.get("info", {})), history, ranker, interactions

@@ -259,7 +259,12 @@ class ServedModel:
     @classmethod
     def load(cls, model_dir: Path) -> ServedModel:
         """Load ``model_dir`` and ask it one of each question; raises ModelFileError saying what is wrong."""
-        rec = Recommender.load(model_dir)  # (ranker weights are checked as they load)
+        try:
+            rec = Recommender.load(model_dir)  # (ranker weights are checked as they load)
+        except ModelFileError:
+            raise
+        except Exception as exc:  # whatever a malformed file provokes, the server refuses it and keeps serving
+            raise ModelFileError(f"{str(model_dir)!r} cannot be loaded: {exc!r}") from exc
         for name, tensor in (rec.model.state_dict().items() if rec.model is not None else ()):
             if not torch.isfinite(tensor).all():
                 raise ModelFileError(f"{str(model_dir)!r}: weights {name!r} contain NaN or inf; refusing this model")
@@ -384,6 +389,9 @@ class ModelHolder:
                 self.reload()
             except ModelFileError:
                 pass  # logged and recorded by reload(); retried when the directory changes again
+            except Exception as exc:  # never let one bad directory end the watching for good
+                self.last_reload_error = f"{_now()}: {exc!r}"
+                log.error(json.dumps({"event": "reload_failed", "reason": repr(exc)}))
 
 
 # --- middleware -------------------------------------------------------------------------------
