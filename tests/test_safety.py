@@ -7,6 +7,7 @@ import json
 import os
 import stat
 
+import numpy as np
 import pandas as pd
 import pytest
 from planted import planted_clusters, train_recommender
@@ -159,3 +160,22 @@ def test_a_malformed_config_never_stops_the_watcher(tmp_path, rec, damage):
         assert holder.reloads == 1 and holder.last_reload_error is None
     finally:
         holder.stop_watching()
+
+
+def test_predictions_stay_on_the_training_scale(tmp_path):
+    """The default model (a dot product without y_range) is clipped to the training ratings' range."""
+    frame, _, _ = planted_clusters(n_groups=3, users_per_group=20, items_per_group=12, seed=4)
+    frame["rating"] = (frame["rating"] + 0.6).clip(1, 5).round()  # stars, many of them at the top of the scale
+    frame[["user", "item", "rating"]].to_csv(tmp_path / "r.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "r.csv"), "--show", "0", "--out", str(tmp_path / "m")]) == 0
+    from collabkit import Recommender
+
+    rec = Recommender.load(tmp_path / "m")
+    low, high = float(frame["rating"].min()), float(frame["rating"].max())
+    users, items = np.meshgrid(rec.users.ids, rec.items.ids)
+    raw = rec.view.pair(rec.view.users[rec.users.index(users.ravel())], rec.view.items[rec.items.index(items.ravel())])
+    assert raw.max() > high or raw.min() < low  # the raw dot product does leave the scale here
+    preds = rec.predict(users.ravel(), items.ravel())["prediction"]
+    assert preds.min() >= low - 1e-6 and preds.max() <= high + 1e-6
+    top = rec.recommend(rec.users.ids[:5], n=5, rank_by="rating")
+    assert top["score"].max() <= high + 1e-6 and len(top) == 25

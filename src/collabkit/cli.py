@@ -530,6 +530,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
     if not args.resume:
         fit(learn, config, lr=lr, checkpoint=args.checkpoint)
     preds, targs = learn.get_preds()
+    if y_range is None and dls.train.n:  # the saved model clips to the training scale (Recommender.predict)
+        preds = preds.clamp(float(dls.train.y.min()), float(dls.train.y.max()))
     valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
     print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.2f} s in all)")
 

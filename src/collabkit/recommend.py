@@ -466,7 +466,7 @@ class Recommender:
         u_vec = users_or_average.index_select(0, torch.from_numpy(np.where(u_ok, u, len(self.users))))
         i_vec = items_or_average.index_select(0, torch.from_numpy(np.where(i_ok, i, len(self.items))))
         with torch.no_grad():
-            pred = self.view.pair(u_vec, i_vec).cpu().numpy().astype(np.float64)
+            pred = self._on_scale(self.view.pair(u_vec, i_vec).cpu().numpy().astype(np.float64))
         neither = ~u_ok & ~i_ok
         if neither.any() and self.history is not None:
             pred[neither] = self.history.global_mean
@@ -643,8 +643,9 @@ class Recommender:
         user_rows = np.asarray(user_rows, dtype=np.int64)
         seen = exclude.seen_pairs(user_rows) if exclude is not None else None
         candidates = self._trained_items if candidates is None else np.asarray(candidates)
-        score = self._scorer(self._rank_by(rank_by), user_rows=user_rows)
-        return self._top_n(score, len(user_rows), seen, n, candidates)
+        how = self._rank_by(rank_by)
+        scores, rows = self._top_n(self._scorer(how, user_rows=user_rows), len(user_rows), seen, n, candidates)
+        return (self._on_scale(scores) if how == "rating" else scores), rows
 
     def _similar(self, sims: torch.Tensor, row: int, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         sims = sims.clone()
@@ -736,6 +737,14 @@ class Recommender:
                 f"{scale[0]:g}..{scale[1]:g}; rate on the model's scale"
             )
         return rows, numbers
+
+    def _on_scale(self, ratings: np.ndarray) -> np.ndarray:
+        """Predicted ratings clipped to the training ratings' scale, for models without a ``y_range`` (the
+        default Bayesian PMF's dot product can say 5.6 on a 0.5-5 scale); a ``y_range`` already bounds them."""
+        scale = self.rating_scale
+        if scale is None or getattr(self.model, "y_range", None) is not None:
+            return ratings
+        return np.where(np.isfinite(ratings), np.clip(ratings, *scale), ratings)  # -inf marks a removed item
 
     @functools.cached_property
     def rating_scale(self) -> tuple[float, float] | None:
@@ -836,10 +845,11 @@ class Recommender:
             score = self._scorer(how, new_vectors=new.vector[None, :])
         seen = (np.zeros(len(rows), dtype=np.int64), rows) if exclude_seen else None
         scores, top = self._top_n(score, 1, seen, n, self._candidates(items, min_ratings))
-        return self._frame(["new user"], scores, top)
+        return self._frame(["new user"], self._on_scale(scores) if how == "rating" else scores, top)
 
     def predict_new_user(self, new: NewUser, items: Sequence[Any]) -> np.ndarray:
         """Predicted ratings of a folded-in user for ``items`` (ids or titles)."""
         rows = self._trained_item_rows(_sequence(items))
         with torch.no_grad():
-            return self.view.grid(new.vector[None, :], self.view.items[torch.from_numpy(rows)])[0].cpu().numpy()
+            scores = self.view.grid(new.vector[None, :], self.view.items[torch.from_numpy(rows)])[0].cpu().numpy()
+        return self._on_scale(scores)
