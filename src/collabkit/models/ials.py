@@ -106,7 +106,9 @@ class ImplicitALS(Ranker):
     Args:
         n_factors: length of the user and item vectors.
         l2: λ, the L2 penalty on every vector.
-        alpha: confidence per unit of interaction value (``c = 1 + α r``).
+        alpha: confidence per unit of interaction value (``c = 1 + α r``). The defaults (λ 50, α 2) won a
+            grid on validation splits carved from ML-100K u1.base and ml-latest-small's training part
+            (``bench/ranking.py --tune``).
         epochs: alternating sweeps (users, then items).
         cg_steps: conjugate-gradient steps per row and half-sweep.
         seed: seeds the initial vectors.
@@ -116,7 +118,7 @@ class ImplicitALS(Ranker):
     item_similarity = True
 
     def __init__(
-        self, n_factors: int = 64, l2: float = 10.0, alpha: float = 2.0, epochs: int = 15, cg_steps: int = 3,
+        self, n_factors: int = 64, l2: float = 50.0, alpha: float = 2.0, epochs: int = 15, cg_steps: int = 3,
         seed: int = 0,
     ) -> None:
         if not (n_factors >= 1 and epochs >= 1 and cg_steps >= 1 and l2 > 0 and alpha > 0):
