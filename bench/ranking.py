@@ -28,8 +28,7 @@ Every engine (torch, numba, implicit, BLAS) runs on ``--threads`` threads (defau
 
 ``--tune`` chooses hyperparameters on a validation split carved from the *training* part
 only (random 10%, seed 7; the test split is never looked at while choosing): EASE's l2 over
-(50, 100, 200, 300, 500) on rating values and on binary input (min_count 3, collabkit's
-default), and implicit ALS over l2 (10, 50, 100) x alpha (0.5, 1, 2, 4) with 64 factors; then
+(50, 100, 200, 300, 500) on rating values and on binary input (collabkit's default min_count), and implicit ALS over l2 (10, 50, 100) x alpha (0.5, 1, 2, 4) with 64 factors; then
 prints the test figures of the chosen settings, and (on ml-latest-small) how EASE's fit time
 and test NDCG depend on min_count (1, 3, 5).
 
@@ -266,7 +265,8 @@ class Setting:
 
 
 def ease_grid(kind: str) -> list[Setting]:
-    return [Setting("ease", kind, {"l2": l2, "min_count": 3}) for l2 in EASE_L2_GRID]
+    min_count = make_ranker("ease").min_count  # collabkit's default
+    return [Setting("ease", kind, {"l2": l2, "min_count": min_count}) for l2 in EASE_L2_GRID]
 
 
 def ials_grid() -> list[Setting]:
