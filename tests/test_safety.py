@@ -179,3 +179,25 @@ def test_predictions_stay_on_the_training_scale(tmp_path):
     assert preds.min() >= low - 1e-6 and preds.max() <= high + 1e-6
     top = rec.recommend(rec.users.ids[:5], n=5, rank_by="rating")
     assert top["score"].max() <= high + 1e-6 and len(top) == 25
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--solver", "bayes", "--epochs", "2", "--lr", "0.1"], "--epochs, --lr does not apply to the bayes solver"),
+    (["--solver", "sparse", "--wd-mode", "l2"], "--wd-mode does not apply to the sparse solver"),
+    (["--preset", "lesson", "--sweeps", "10"], "--sweeps does not apply to the sgd solver"),
+])
+def test_options_a_solver_would_ignore_are_refused(argv, message, capsys):
+    assert main(["train", "--data", "ml-latest-small", *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_the_sparse_solver_trains_with_its_own_settings(tmp_path):
+    """--solver sparse took the default preset's 10 factors and AdamW's lr 5e-3 / wd 0.1 as Adagrad's."""
+    frame, _, _ = planted_clusters(n_groups=2, users_per_group=15, items_per_group=10, seed=5)
+    frame[["user", "item", "rating"]].to_csv(tmp_path / "r.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "r.csv"), "--solver", "sparse", "--epochs", "2", "--show", "0",
+                 "--ranker", "none", "--out", str(tmp_path / "m")]) == 0
+    config = json.loads((tmp_path / "m" / "config.json").read_text())["info"]["config"]
+    assert (config["solver"], config["n_factors"], config["lr"], config["wd"], config["epochs"]) == \
+        ("sparse", 64, 0.05, 0.02, 2)

@@ -233,8 +233,9 @@ def _split_defaults(args: argparse.Namespace, recorded: dict | None = None) -> N
 def _add_train_options(sub: argparse.ArgumentParser) -> None:
     fit = sub.add_argument_group("model and training (unset: from --preset)")
     fit.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                     help="named settings: default (Bayesian PMF, the most accurate) or lesson (the course's "
-                     "DotProductBias with fit_one_cycle(5, 5e-3, wd=0.1)); default: default")
+                     help="named settings: default (Bayesian PMF, the most accurate), lesson (the course's "
+                     "DotProductBias with fit_one_cycle(5, 5e-3, wd=0.1)) or sparse (row-wise Adagrad for large "
+                     "data: 64 factors, 20 epochs, lr 0.05, L2 0.02); default: default")
     fit.add_argument("--solver", choices=SOLVERS,
                      help="sgd (fit_one_cycle, dense AdamW), bayes (Gibbs sampling) or sparse (row-sparse SGD)")
     fit.add_argument("--sweeps", type=_positive_int, help="Gibbs sweeps of the bayes solver")
@@ -356,13 +357,35 @@ def _device(name: str) -> torch.device:
     return device
 
 
+SOLVER_PRESET = {"sgd": "lesson", "bayes": "default", "sparse": "sparse"}
+"""Where a --solver that differs from the preset's takes its settings from: that solver's own preset."""
+APPLIES = {
+    "sgd": ("model", "epochs", "lr", "wd", "wd_mode", "bs", "y_range", "layers"),
+    "sparse": ("epochs", "lr", "wd", "bs"),
+    "bayes": ("sweeps",),
+}
+"""The solver options each solver reads; any other is refused rather than silently ignored."""
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
-    """The preset, with every option the user set on top."""
+    """The preset, with every option the user set on top; an option the solver would ignore is refused."""
+    base = PRESETS[args.preset]
+    given = [name for name in (*APPLIES["sgd"], "sweeps") if getattr(args, name, None) is not None]
+    if args.solver is None and base.solver == "bayes" and set(given) & set(APPLIES["sgd"]):
+        base = PRESETS["lesson"]  # asking for SGD settings means the SGD solver, from the lesson's settings
+        if not getattr(args, "json", False):  # (stdout is JSON then)
+            print(f"note: {', '.join('--' + n.replace('_', '-') for n in given)} given: training the lesson's "
+                  "model with SGD (--preset lesson); the default preset's Gibbs sampler has no such options")
+    elif args.solver is not None and args.solver != base.solver:
+        base = PRESETS[SOLVER_PRESET[args.solver]]
+    solver = args.solver or base.solver
+    stray = [name for name in given if name not in APPLIES[solver]]
+    if stray:
+        flags = ", ".join("--" + n.replace("_", "-") for n in stray)
+        users = [k for k, names in APPLIES.items() if stray[0] in names]
+        raise CliError(f"{flags} does not apply to the {solver} solver; leave it out or choose "
+                       f"--solver {' or '.join(users)}")
     try:
-        base = PRESETS[args.preset]
-        sgd_options = (args.model, args.epochs, args.lr, args.wd, args.wd_mode, args.bs, args.y_range, args.layers)
-        if args.solver is None and base.solver == "bayes" and any(v is not None for v in sgd_options):
-            base = PRESETS["lesson"]  # asking for SGD settings means the SGD solver, from the lesson's settings
         return base.replace(
             solver=args.solver,
             sweeps=args.sweeps,

@@ -86,6 +86,8 @@ PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(solver="bayes", n_factors=BayesConfig.n_factors),
     # The course's recipe: DotProductBias, 50 factors, bs 64, fit_one_cycle(5, 5e-3, wd=0.1).
     "lesson": TrainConfig(),
+    # Row-wise Adagrad for large data, with fit_sparse's own settings (lr 0.05, L2 0.02 per rating, 20 epochs).
+    "sparse": TrainConfig(solver="sparse", n_factors=64, epochs=20, lr=0.05, wd=0.02),
 }
 
 
