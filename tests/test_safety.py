@@ -201,3 +201,21 @@ def test_the_sparse_solver_trains_with_its_own_settings(tmp_path):
     config = json.loads((tmp_path / "m" / "config.json").read_text())["info"]["config"]
     assert (config["solver"], config["n_factors"], config["lr"], config["wd"], config["epochs"]) == \
         ("sparse", 64, 0.05, 0.02, 2)
+
+
+def test_vocabulary_index_of_one_id_is_its_row():
+    from collabkit.data.vocab import UNKNOWN, Vocabulary
+
+    vocab = Vocabulary(["Heat", "Up"], name="title")
+    assert vocab.index("Heat") == 0 and vocab.index("Up") == 1  # not the rows of "H", "e", "a", "t"
+    assert vocab.index(["Up", "Heat", "nope"]).tolist() == [1, 0, UNKNOWN]
+    with pytest.raises(UnknownIdError, match="'nope'"):
+        vocab.index("nope")
+
+
+def test_verbose_errors_keep_their_traceback(capsys):
+    assert main(["-v", "train", "--data", "nope.csv"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("collabkit: error: ")
+    assert main(["train", "--data", "nope.csv"]) == 1
+    assert "Traceback" not in capsys.readouterr().err

@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -854,6 +855,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("collabkit: interrupted", file=sys.stderr)
         return 130
     except (CollabkitError, ValueError, OSError) as exc:
+        if args.verbose:  # a bug that surfaced as a ValueError keeps its traceback for whoever asks
+            traceback.print_exc()
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"collabkit: error: {message}", file=sys.stderr)
         return 1

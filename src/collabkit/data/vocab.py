@@ -98,8 +98,15 @@ class Vocabulary(Sequence):
         """The raw ids as a numpy array, in row order."""
         return self._index.to_numpy()
 
-    def index(self, values: Iterable[Any]) -> np.ndarray:
-        """Rows of ``values`` as an int64 array; ids not in the vocabulary give ``UNKNOWN``."""
+    def index(self, values: Iterable[Any] | str | int) -> np.ndarray | int:
+        """Rows of ``values`` as an int64 array; ids not in the vocabulary give ``UNKNOWN``.
+
+        One id (a string or a number, not a list) gives its row as an ``int``, as ``Sequence.index``
+        does, and one that is not here raises :class:`UnknownIdError` (``vocab.index("Heat")`` used to
+        look up "H", "e", "a", "t").
+        """
+        if isinstance(values, (str, bytes, int, float, np.integer, np.floating)):
+            return int(self.index_strict([values])[0])
         values = values if isinstance(values, (pd.Index, pd.Series, np.ndarray)) else list(values)
         if len(values) <= SMALL:  # a dict lookup beats building a pandas Index for a handful of ids
             o2i = self.o2i
