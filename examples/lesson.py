@@ -512,8 +512,7 @@ def step_ranking(run: Run) -> None:
     trained_users = np.flatnonzero(rec.user_trained)
     rows: dict[str, dict] = {"popular": {}}
     for key, rank_by in (("rating", "rating"), ("ease", "ranking")):
-        # (items are keyed by title, and a few films share one: their pairs repeat across the split)
-        metrics = evaluate(rec, train_frame, valid_frame, rank_by=rank_by, allow_overlap=True).set_index("metric")
+        metrics = evaluate(rec, train_frame, valid_frame, rank_by=rank_by).set_index("metric")
         _, top = rec.top_n(trained_users, 10, exclude=rec.history, rank_by=rank_by)
         rows[key] = {"precision": float(metrics.loc["precision@10", "value"]),
                      "ndcg": float(metrics.loc["ndcg@10", "value"]),

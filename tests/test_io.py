@@ -6,7 +6,7 @@ import torch
 
 from collabkit import CollabDataLoaders, DotProduct, DotProductBias, EmbeddingNN, Learner, ModelFileError, Recommender
 from collabkit import UnknownIdError, load_model, save_model
-from collabkit.io import CONFIG, HISTORY, VOCAB, WEIGHTS
+from collabkit.io import CONFIG, HISTORY, INTERACTIONS, VOCAB, WEIGHTS
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_every_model_round_trips_bit_for_bit(tmp_path, model):
 def test_round_trip_gives_identical_predictions_and_metadata(tmp_path, trained):
     rec, frame = trained
     rec.save(tmp_path / "model")
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [CONFIG, HISTORY, WEIGHTS, VOCAB]
+    # the training interactions come along (for the rating scale, evaluate's overlap check, a later ranker)
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [CONFIG, HISTORY, INTERACTIONS, WEIGHTS, VOCAB]
     again = Recommender.load(tmp_path / "model")
     users, items = frame["user"].tolist()[:500], frame["item"].tolist()[:500]
     np.testing.assert_array_equal(again.predict(users, items)["prediction"], rec.predict(users, items)["prediction"])

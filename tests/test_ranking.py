@@ -60,8 +60,13 @@ def test_planted_groups_give_the_right_top_n(fitted):
     top = rec.recommend(rec.users.ids, n=5)
     groups = item_group[top["item"].to_numpy()] == user_group[top["user"].to_numpy()]
     assert groups.mean() > 0.97, f"{rec.ranker.name}: only {groups.mean():.0%} of the top 5 are the user's own group"
-    popular = Recommender.from_interactions(pd.DataFrame({"u": top["user"], "i": top["item"]}), ranker="popular")
-    assert popular.ranker.name == "popular"  # (the chart is the same list for everyone: it cannot do this)
+
+
+def test_the_popularity_chart_cannot_find_the_groups(plays):
+    frame, user_group, item_group = plays
+    chart = Recommender.from_interactions(frame, weight_col="plays", ranker="popular")
+    top = chart.recommend(chart.users.ids, n=5)
+    assert (item_group[top["item"].to_numpy()] == user_group[top["user"].to_numpy()]).mean() < 0.5
 
 
 def test_recommend_leaves_out_what_the_user_played(fitted, plays):
@@ -196,9 +201,7 @@ def test_similar_items_min_ratings_is_a_minimum_support(both):
 def implicit_dir(tmp_path_factory, plays):
     folder = tmp_path_factory.mktemp("implicit")
     frame, _, _ = plays
-    frame[["user", "item"]].assign(item=frame["item"].map(lambda i: f"song-{i}")).to_csv(
-        folder / "plays.csv", index=False
-    )
+    frame.assign(item=frame["item"].map(lambda i: f"song-{i}")).to_csv(folder / "plays.csv", index=False)
     assert main(["train", "--data", str(folder / "plays.csv"), "--valid-pct", "0.1", "--out", str(folder / "m")]) == 0
     return folder
 
@@ -209,6 +212,8 @@ def test_implicit_csv_trains_a_ranking_only_model(implicit_dir, plays, capsys):
     config = json.loads((model / "config.json").read_text())
     assert config["model"] is None and config["ranker"]["class"] == "ease" and config["info"]["feedback"] == "implicit"
     assert not (model / "model.safetensors").exists()
+    rec = Recommender.load(model)
+    assert rec.columns["rating"] == "plays" and rec.interactions.values.max() == 5  # the counts, not 1s
     assert main(["recommend", "--model", str(model), "--user", "7", "-n", "5", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [item_group[int(r["item"].split("-")[1])] for r in records] == [user_group[7]] * 5
@@ -223,10 +228,16 @@ def test_implicit_csv_trains_a_ranking_only_model(implicit_dir, plays, capsys):
 
 def test_feedback_is_guessed_and_said_and_can_be_overridden(implicit_dir, capsys):
     main(["train", "--data", str(implicit_dir / "plays.csv"), "--valid-pct", "0.1"])
+    assert "feedback: implicit (its third column 'plays' is named like a count" in capsys.readouterr().out
+    pd.read_csv(implicit_dir / "plays.csv")[["user", "item"]].to_csv(implicit_dir / "pairs.csv", index=False)
+    main(["train", "--data", str(implicit_dir / "pairs.csv"), "--valid-pct", "0.1"])
     assert "feedback: implicit (the table has no third (rating) column" in capsys.readouterr().out
-    status = main(["train", "--data", str(implicit_dir / "plays.csv"), "--feedback", "explicit"])
+    status = main(["train", "--data", str(implicit_dir / "pairs.csv"), "--feedback", "explicit"])
     err = capsys.readouterr().err
     assert status == 1 and "rating column" in err and "Traceback" not in err
+    status = main(["train", "--data", str(implicit_dir / "plays.csv"), "--epochs", "3"])
+    err = capsys.readouterr().err
+    assert status == 1 and "--epochs set(s) up a rating model" in err
 
 
 def test_implicit_model_evaluates_against_popularity(implicit_dir, capsys):
@@ -236,6 +247,8 @@ def test_implicit_model_evaluates_against_popularity(implicit_dir, capsys):
     metrics = {m["metric"]: m for m in json.loads(capsys.readouterr().out)["metrics"]}
     assert "rmse" not in metrics and metrics["cold_users"]["value"] == 0
     assert metrics["ndcg@10"]["value"] > 2 * metrics["ndcg@10"]["popularity"]
+    assert main(["evaluate", "--model", str(model), "--data", str(implicit_dir / "plays.csv"), "--seed", "3"]) == 1
+    assert "pairs this model trained on" in capsys.readouterr().err
 
 
 def test_implicit_model_serves_recommendations_and_refuses_predict(implicit_dir, plays):
@@ -268,3 +281,43 @@ def test_implicit_model_serves_recommendations_and_refuses_predict(implicit_dir,
     assert described["model_class"] is None and described["ranker"] == "ease" and not described["predicts_ratings"]
     assert similar.status_code == 200 and len(similar.json()["similar"]) == 3
     assert mixed.status_code == 422 and "for every item, or for none" in mixed.json()["detail"]
+
+
+# --- what the review found -------------------------------------------------------------------
+def test_ease_never_recommends_or_compares_items_it_left_out(plays):
+    frame, _, _ = plays
+    rare = pd.DataFrame({"user": [0, 1], "item": [999, 999], "plays": [1, 1]})
+    rec = Recommender.from_interactions(pd.concat([frame, rare]), weight_col="plays", ranker="ease")
+    assert 999 not in set(rec.recommend(rec.users.ids, n=20)["item"])
+    assert 999 not in set(rec.similar_items(3, n=50)["item"])
+    with pytest.raises(DataError, match="too few ratings for the ease ranking model"):
+        rec.similar_items(999)
+    alone = rec.recommend_new_user([999], n=5)  # nothing known: the most popular modelled items
+    counts = rec.interactions.item_counts
+    assert sorted(counts[rec.items.index(alone["item"])], reverse=True) == sorted(counts, reverse=True)[:5]
+
+
+def test_auto_takes_only_ease_settings_and_a_new_user_object_only_ranks_by_rating(plays, both):
+    frame, _, _ = plays
+    with pytest.raises(ValueError, match="hyperparameters are EASE's"):
+        Recommender.from_interactions(frame, weight_col="plays", ranker="auto", n_factors=8)
+    rec, _, _ = both
+    new = rec.fold_in({0: 5.0, 1: 4.0})
+    with pytest.raises(DataError, match="rating model's fold-in"):
+        rec.recommend_new_user(new, rank_by="ranking")
+    assert len(rec.recommend_new_user(new, n=3)) == 3
+
+
+def test_a_model_without_ranker_keeps_its_scale_and_overlap_check(tmp_path):
+    frame, _, _ = planted_clusters(n_groups=3, users_per_group=20, items_per_group=12, seed=4)
+    frame["rating"] = (frame["rating"] + 0.6).clip(1, 5).round()
+    frame[["user", "item", "rating"]].to_csv(tmp_path / "r.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "r.csv"), "--ranker", "none", "--show", "0",
+                 "--out", str(tmp_path / "m")]) == 0
+    rec = Recommender.load(tmp_path / "m")
+    assert rec.ranker is None and rec.rating_scale[1] == 5.0 and rec.interactions is not None
+    users, items = np.meshgrid(rec.users.ids, rec.items.ids)
+    assert rec.predict(users.ravel(), items.ravel())["prediction"].max() <= 5.0
+    with pytest.raises(DataError, match="outside the training ratings"):
+        rec.fold_in({0: 9.0})
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "r.csv"), "--seed", "1"]) == 1

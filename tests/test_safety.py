@@ -82,8 +82,13 @@ def test_a_fold_in_file_is_read_by_column_name(tmp_path, rec, capsys):
     pd.DataFrame({"rating": [5.0, 4.5, 5.0], "item": [0, 1, 2]}).to_csv(tmp_path / "me.csv", index=False)
     assert main(["recommend", "--model", str(tmp_path / "m"), "--ratings", str(tmp_path / "me.csv"), "--json",
                  "--rank-by", "rating"]) == 0
-    scores = [r["score"] for r in json.loads(capsys.readouterr().out)]
-    assert max(scores) < 7  # read as (item, rating) by name, not as items 5.0, 4.5, 5.0 rated 0, 1, 2
+    from_file = json.loads(capsys.readouterr().out)
+    by_hand = rec.recommend_new_user({0: 5.0, 1: 4.5, 2: 5.0}, rank_by="rating")  # (item, rating), by name
+    assert [r["item"] for r in from_file] == by_hand["item"].tolist()
+    pd.DataFrame({"item": [0, 1, 2], "stars": [5.0, 4.5, 5.0]}).to_csv(tmp_path / "me.csv", index=False)
+    assert main(["recommend", "--model", str(tmp_path / "m"), "--ratings", str(tmp_path / "me.csv"), "--json",
+                 "--rank-by", "rating"]) == 0  # the item column by name, the ratings from the other column
+    assert [r["item"] for r in json.loads(capsys.readouterr().out)] == by_hand["item"].tolist()
 
 
 def test_evaluate_replays_the_training_split_and_refuses_an_overlapping_one(tmp_path, capsys):
@@ -219,3 +224,10 @@ def test_verbose_errors_keep_their_traceback(capsys):
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("collabkit: error: ")
     assert main(["train", "--data", "nope.csv"]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_ids_past_2_to_the_63_stay_text(tmp_path):
+    from collabkit.data import read_ratings_file
+
+    (tmp_path / "r.csv").write_text("user,item,rating\n12345678901234567890,1,4\n2,2,3\n")
+    assert read_ratings_file(tmp_path / "r.csv")["user"].tolist() == ["12345678901234567890", "2"]

@@ -596,8 +596,7 @@ def _fit_ranker(
     print(f"ranking model: {rec.ranker.name} {rec.ranker.config()} fitted in {seconds:.2f} s")
     if len(valid_frame) == 0:
         return
-    metrics = evaluate(rec, train_frame, valid_frame, k=10, allow_overlap=True)  # the split itself: any
-    # overlap is repeated pairs kept as separate draws (--duplicates keep)
+    metrics = evaluate(rec, train_frame, valid_frame, k=10)
     table = metrics.set_index("metric")
     if "precision@10" not in table.index:
         return
@@ -611,13 +610,20 @@ def _train_implicit(args: argparse.Namespace, dataset: Dataset, started: float) 
     """Implicit feedback: a ranking model only (there are no ratings to predict)."""
     if args.ranker == "none":
         raise CliError("implicit feedback trains only a ranking model; --ranker none leaves nothing to train")
+    rating_options = [n for n in ("model", "epochs", "lr", "wd", "wd_mode", "bs", "y_range", "layers", "sweeps",
+                                  "solver", "n_factors") if getattr(args, n, None) is not None]
+    if rating_options or args.preset != "default":
+        flags = ", ".join("--" + n.replace("_", "-") for n in rating_options) or f"--preset {args.preset}"
+        raise CliError(f"{flags} set(s) up a rating model, and implicit feedback trains only a ranking model; "
+                       "leave it out (or --feedback explicit if the third column holds ratings)")
     train_frame, valid_frame = _split(args, dataset)
     titles = dataset.titles.to_dict() if len(dataset.titles) else None
     info = {
         "data": dataset.name, "feedback": "implicit", **_split_record(args),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    rec = Recommender.from_interactions(train_frame, titles=titles, ranker="popular", info=info)
+    rec = Recommender.from_interactions(train_frame, weight_col=str(train_frame.columns[2]), titles=titles,
+                                        ranker="popular", info=info)  # (the ranker proper is fitted below)
     print(f"{dataset.name}: {len(train_frame):,} train / {len(valid_frame):,} valid interactions ({args.split} split), "
           f"{len(rec.users):,} users, {len(rec.items):,} items; implicit feedback, ranking model only")
     _fit_ranker(rec, args.ranker, train_frame, valid_frame, info)
@@ -647,9 +653,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not rec.predicts_ratings:
         dataset = _interaction_table(args, dataset)
     train_frame, test_frame = _split(args, dataset)
-    allow = args.allow_overlap or _duplicates(args) == "keep"  # repeated pairs are separate draws there
     metrics = evaluate(rec, train_frame, test_frame, k=args.k, threshold=args.threshold, rank_by=args.rank_by,
-                       allow_overlap=allow)
+                       allow_overlap=args.allow_overlap)
     _print_metrics(metrics, args.json)
     return 0
 

@@ -76,10 +76,10 @@ def evaluate(
     truth = test_frame.iloc[:, 2].to_numpy(dtype=np.float64)
     u_rows = rec.users.index(rec.users.parse(users))
     i_rows = rec.items.index(rec.items.parse(items))
-    if not allow_overlap and rec.interactions is not None:
-        _refuse_overlap(rec, u_rows, i_rows)
     u_known = (u_rows >= 0) & rec.user_trained[np.maximum(u_rows, 0)]
     i_known = (i_rows >= 0) & rec.item_trained[np.maximum(i_rows, 0)]
+    if not allow_overlap and rec.interactions is not None:
+        _refuse_overlap(rec, u_rows, i_rows, _training_history(rec, train_frame))
     values: dict[str, float] = {}
     if rec.predicts_ratings:
         preds, _ = rec.predict_values(users, items)
@@ -113,13 +113,16 @@ def evaluate(
     return result
 
 
-def _refuse_overlap(rec: Recommender, u_rows: np.ndarray, i_rows: np.ndarray) -> None:
-    """Raise when test pairs are among the model's training pairs: its figures would be flattering, not honest."""
+def _refuse_overlap(rec: Recommender, u_rows: np.ndarray, i_rows: np.ndarray, train: RatingHistory) -> None:
+    """Raise when test pairs are pairs the model trained on that ``train_frame`` (the evaluation's training
+    part) does not hold: another split or seed than the model's, whose figures would flatter it. (A pair in
+    both parts of the same split is a repeated event, e.g. two plays, and is excluded as seen anyway.)"""
     known = (u_rows >= 0) & (i_rows >= 0)
-    inter = rec.interactions
-    codes = u_rows[known] * len(rec.items) + i_rows[known]
-    trained = inter.row_users() * len(rec.items) + inter.indices
-    overlap = int(np.isin(codes, trained).sum())
+    n_items = len(rec.items)
+    codes = u_rows[known] * n_items + i_rows[known]
+    trained = rec.interactions.row_users() * n_items + rec.interactions.indices
+    split_train = np.repeat(np.arange(len(train.indptr) - 1), np.diff(train.indptr)) * n_items + train.indices
+    overlap = int((np.isin(codes, trained) & ~np.isin(codes, split_train)).sum())
     if overlap:
         raise DataError(
             f"{overlap:,} of the {len(u_rows):,} test ratings are pairs this model trained on, so its figures "
@@ -182,8 +185,7 @@ def cross_validate(
         if ranker is not None:
             rec.fit_ranker(ranker)
         fit_seconds = time.perf_counter() - started
-        metrics = evaluate(rec, train_part, test_part, k=k, threshold=threshold, rank_by=rank_by,
-                           allow_overlap=True)  # folds partition the rows: overlap is only repeated pairs
+        metrics = evaluate(rec, train_part, test_part, k=k, threshold=threshold, rank_by=rank_by)
         popular = {f"popularity {m}": v for m, v in zip(metrics["metric"], metrics["popularity"]) if not np.isnan(v)}
         rows.append({"fold": fold, **dict(zip(metrics["metric"], metrics["value"])), **popular,
                      "fit_seconds": fit_seconds})

@@ -153,8 +153,10 @@ def save_model(
         titles: optional title per item row.
         info: anything JSON-serialisable to keep with the model (data, epochs, metrics).
         history: who rated what (for ``exclude_seen`` and unknown-id fallbacks).
-        ranker: a fitted ranking model (see :mod:`collabkit.models.registry`), with
-            ``interactions``, the training interactions it scores users from.
+        ranker: a fitted ranking model (see :mod:`collabkit.models.registry`).
+        interactions: the training interactions (required with a ranker, which scores users from
+            them; with a rating model alone they let ``evaluate`` refuse a split that overlaps training
+            and a ranker be fitted later).
 
     Returns:
         The directory written.
@@ -162,8 +164,8 @@ def save_model(
     path = check_writable(path)
     if model is None and ranker is None:
         raise ValueError("nothing to save: give a rating model, a ranker, or both")
-    if (ranker is None) != (interactions is None):
-        raise ValueError("a ranker is saved with the interactions it scores users from: give both or neither")
+    if ranker is not None and interactions is None:
+        raise ValueError("a ranker is saved with the interactions it scores users from: give them too")
     class_name = None if model is None else _model_class_name(model)
     ranker_name = None if ranker is None else _ranker_name(ranker)
     if titles is not None and len(titles) != len(items):
@@ -173,6 +175,7 @@ def save_model(
         "format_version": FORMAT_VERSION,
         "model": None if model is None else {"class": class_name, "config": model.config()},
         "ranker": None if ranker is None else {"class": ranker_name, "config": ranker.config()},
+        "interactions": interactions is not None,
         "columns": dict(columns),
         "info": info or {},
         "history": None if history is None else {"global_mean": history.global_mean},
@@ -188,6 +191,7 @@ def save_model(
             save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
         if ranker is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in ranker.state().items()}, str(staging / RANKER))
+        if interactions is not None:
             save_file(interactions.to_tensors(), str(staging / INTERACTIONS))
         _write_json(staging / CONFIG, config)
         _write_json(staging / VOCAB, vocab)
@@ -255,6 +259,7 @@ def load_model(path: str | Path) -> LoadedModel:
     interactions = None
     if ranker is not None:
         ranker.load_state(_read_tensors(path / RANKER), len(users), len(items))
+    if ranker is not None or config.get("interactions"):
         interactions = _load_interactions(path, len(users), len(items))
     titles = vocab.get("titles")
     if titles is not None and (not isinstance(titles, list) or len(titles) != len(items)):

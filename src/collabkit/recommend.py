@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,8 @@ from collabkit.models.registry import ranker as make_ranker
 from collabkit.training.losses import MSELossFlat
 
 RANK_BY = ("ranking", "rating")
+
+log = logging.getLogger(__name__)
 
 PAIRS_PER_CHUNK = 1 << 21
 """How many (user, item) pairs a neural model scores at once in :meth:`FactorView.grid`."""
@@ -133,9 +136,14 @@ class NewUser:
 def _ranker(ranker: str | Ranker, config: dict, interactions: Interactions) -> Ranker:
     """An unfitted ranker: as named or given; ``"auto"`` is EASE when its item matrix fits, else implicit ALS."""
     if ranker == "auto":
-        ease = EASE(**config)
-        fits = (interactions.item_counts >= ease.min_count).sum() <= ease.max_items
-        return ease if fits else make_ranker("ials")
+        try:
+            ease = EASE(**config)
+        except TypeError as exc:
+            raise ValueError(f"with ranker='auto' the hyperparameters are EASE's; name the ranker for others ({exc})")
+        if (interactions.item_counts >= ease.min_count).sum() <= ease.max_items:
+            return ease
+        log.info("EASE would model too many items (max_items %d): ranking with implicit ALS instead", ease.max_items)
+        return make_ranker("ials")
     return make_ranker(ranker, **config) if isinstance(ranker, str) else ranker
 
 
@@ -232,6 +240,8 @@ class Recommender:
         info = dict(info or {})
         if isinstance(learn.loss_func, MSELossFlat):
             info.setdefault("train_mse", float(learn.recorder.values[-1][0]))
+        if dls.train.n:  # predictions are clipped to it and fold-in ratings checked against it
+            info.setdefault("rating_scale", [float(dls.train.y.min()), float(dls.train.y.max())])
         train_x = dls.train.x.cpu().numpy()
         interactions = Interactions.from_ratings(
             train_x[:, 0], train_x[:, 1], dls.train.y.cpu().numpy(), len(dls.users), len(dls.items)
@@ -307,10 +317,9 @@ class Recommender:
 
     def save(self, path: str | Path) -> Path:
         """Write the model directory atomically; see :func:`collabkit.io.save_model`."""
-        interactions = self.interactions if self.ranker is not None else None
         return save_model(
             path, self.model, self.users, self.items, self.columns, self.titles, self.info, self.history,
-            self.ranker, interactions,
+            self.ranker, self.interactions,
         )
 
     # --- the model as vectors --------------------------------------------------------------
@@ -543,11 +552,12 @@ class Recommender:
 
     def _top_n(
         self, score: Callable[[int, int, np.ndarray], torch.Tensor], k: int,
-        seen: tuple[np.ndarray, np.ndarray] | None, n: int, candidates: np.ndarray,
+        seen: tuple[np.ndarray, np.ndarray] | None, n: int, candidates: np.ndarray, width: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores and item rows of the best ``n`` candidates for each of ``k`` users, seen pairs removed.
 
-        Users are scored in blocks of about ``PAIRS_PER_CHUNK`` (user, item) scores, so memory stays
+        Users are scored in blocks of about ``PAIRS_PER_CHUNK`` (user, item) scores (``width`` items
+        scored per user: the candidates, or the whole catalogue for a ranker), so memory stays
         bounded however many users are asked about (all of them, when evaluating).
         """
         if n < 1:
@@ -560,7 +570,7 @@ class Recommender:
             order = np.argsort(seen[0][hit], kind="stable")
             which, cols = seen[0][hit][order], cols[hit][order]
         keep = min(n, len(candidates))
-        block = max(1, PAIRS_PER_CHUNK // max(len(candidates), 1))
+        block = max(1, PAIRS_PER_CHUNK // max(width or len(candidates), 1))
         values, indices = [], []
         for start in range(0, k, block):
             stop = min(start + block, k)
@@ -644,7 +654,8 @@ class Recommender:
         seen = exclude.seen_pairs(user_rows) if exclude is not None else None
         candidates = self._trained_items if candidates is None else np.asarray(candidates)
         how = self._rank_by(rank_by)
-        scores, rows = self._top_n(self._scorer(how, user_rows=user_rows), len(user_rows), seen, n, candidates)
+        width = len(self.items) if how == "ranking" else len(candidates)
+        scores, rows = self._top_n(self._scorer(how, user_rows=user_rows), len(user_rows), seen, n, candidates, width)
         return (self._on_scale(scores) if how == "rating" else scores), rows
 
     def _similar(self, sims: torch.Tensor, row: int, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -673,11 +684,17 @@ class Recommender:
             raise ValueError(f"n must be a positive integer, got {n}")
         row = self.item_row(item)
         by_ranker = self.ranker is not None and self.ranker.item_similarity
+        if not by_ranker and self.model is None:
+            raise DataError(f"the {self.ranker.name} ranker has no notion of similar items, and this model has no "
+                            "rating model to compare items by")
         if self._rank_by(rank_by if rank_by is not None or by_ranker else "rating") == "ranking":
             if not by_ranker:
                 raise DataError(f"the {self.ranker.name} ranker has no notion of similar items; rank by rating")
             with torch.no_grad():
                 sims = self.ranker.similar_to(row)
+            if not torch.isfinite(sims).any():
+                raise DataError(f"item {item!r} has too few ratings for the {self.ranker.name} ranking model to say "
+                                "what it is like; rank_by='rating' compares the rating model's factors")
         else:
             sims = self._cosines(self.view.item_factors, row)
         allowed = self.item_trained.copy()
@@ -714,7 +731,8 @@ class Recommender:
                 if ratings.shape[1] < 1:
                     raise DataError("fold-in needs an item column")
                 item_col = ratings.columns[0]
-                rating_col = ratings.columns[1] if ratings.shape[1] > 1 else None
+            if rating_col not in ratings.columns:  # by name, else the first other column
+                rating_col = next((c for c in ratings.columns if c != item_col), None)
             items = list(ratings[item_col])
             values = list(ratings[rating_col]) if rating_col in ratings.columns else None
         elif isinstance(ratings, Mapping):
@@ -752,6 +770,9 @@ class Recommender:
         the ranking models knew only its ``y_range``, if it had one)."""
         if not self.predicts_ratings:
             return None
+        recorded = self.info.get("rating_scale")
+        if isinstance(recorded, list) and len(recorded) == 2:
+            return float(recorded[0]), float(recorded[1])
         if self.interactions is not None and self.interactions.nnz:
             values = self.interactions.values
             return float(values.min()) - self.interactions.offset, float(values.max()) - self.interactions.offset
@@ -836,6 +857,9 @@ class Recommender:
         (:meth:`fold_in`).
         """
         how = self._rank_by("rating" if isinstance(ratings, NewUser) and rank_by is None else rank_by)
+        if how == "ranking" and isinstance(ratings, NewUser):
+            raise DataError("a NewUser is the rating model's fold-in: pass their items (and ratings) to rank with "
+                            "the ranking model, or rank_by='rating'")
         if how == "ranking":
             rows, values = self._new_user_pairs(ratings)
             score = self._scorer(how, new_users=self._new_user_interactions(rows, values))

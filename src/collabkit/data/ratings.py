@@ -219,7 +219,10 @@ def _typed_column(column: pd.Series) -> pd.Series:
     if len(text) == 0:
         return column
     if text.str.fullmatch(_INTEGER.pattern).all() and not column.isna().any():
-        return text.astype(np.int64)
+        try:
+            return text.astype(np.int64)
+        except OverflowError:  # ids past 2**63 stay text
+            return column
     if text.str.fullmatch(_NUMBER.pattern).all():
         return pd.to_numeric(column.str.strip())
     return column

@@ -9,6 +9,11 @@ itself::
 
     score(u, j) = Σ_i x_ui B_ij
 
+Items left out of ``B`` (below ``min_count``) score ``-inf``: the model knows
+nothing about them. Among the modelled items, a millionth of each item's
+popularity (its share of the most popular item's users) is added, so ties (a
+user whose items are all left out scores 0 everywhere) go to popular items.
+
 A user's scores come from their row of ``X`` alone, so a new user is scored
 exactly like a trained one (fold-in is a vector-matrix product), and ``B``'s
 row ``i`` says which items a liking for ``i`` raises: the similar items.
@@ -37,6 +42,9 @@ from collabkit.models.ranker import Ranker
 
 log = logging.getLogger(__name__)
 
+TIE_BREAK = 1e-6
+"""Weight of an item's popularity share in its score: only ever decides exact ties."""
+
 
 class EASE(Ranker):
     """Item-item weights in closed form; see the module docstring for the formula.
@@ -60,6 +68,7 @@ class EASE(Ranker):
         self.l2, self.min_count, self.max_items = float(l2), int(min_count), int(max_items)
         self.items: torch.Tensor | None = None  # (m,) the modelled item rows
         self.weight: torch.Tensor | None = None  # (m, m) B
+        self.prior: torch.Tensor | None = None  # (m,) the tie-breaker: 1e-6 x popularity share
 
     def config(self) -> dict:
         return {"l2": self.l2, "min_count": self.min_count, "max_items": self.max_items}
@@ -88,6 +97,8 @@ class EASE(Ranker):
         weight = precision / (-precision.diagonal())
         weight.diagonal().zero_()
         self.weight = weight.contiguous()
+        counts = interactions.item_counts[modelled].astype(np.float32)
+        self.prior = torch.from_numpy(TIE_BREAK * counts / counts.max())
         return self
 
     def _columns(self) -> np.ndarray:
@@ -98,13 +109,14 @@ class EASE(Ranker):
 
     def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
         self._fitted()
-        out = torch.zeros(users.n_users, self.n_items)
-        out[:, self.items] = users.csr(len(self.items), self._columns()) @ self.weight
+        out = torch.full((users.n_users, self.n_items), -torch.inf)
+        out[:, self.items] = users.csr(len(self.items), self._columns()) @ self.weight + self.prior
         return out
 
     def similar_to(self, row: int) -> torch.Tensor:
+        """Row ``row`` of B (``-inf`` everywhere when the item was left out: nothing is known of it)."""
         self._fitted()
-        out = torch.zeros(self.n_items)
+        out = torch.full((self.n_items,), -torch.inf)
         hit = torch.nonzero(self.items == row)
         if len(hit):
             out[self.items] = self.weight[int(hit[0, 0])]
@@ -112,12 +124,13 @@ class EASE(Ranker):
 
     def state(self) -> dict[str, torch.Tensor]:
         self._fitted()
-        return {"items": self.items, "weight": self.weight}
+        return {"items": self.items, "weight": self.weight, "prior": self.prior}
 
     def load_state(self, tensors: dict[str, torch.Tensor], n_users: int, n_items: int) -> None:
         m = int(tensors["items"].shape[0]) if "items" in tensors else 0
-        self._expect(tensors, {"items": (m,), "weight": (m, m)})
+        self._expect(tensors, {"items": (m,), "weight": (m, m), "prior": (m,)})
         items = tensors["items"].to(torch.int64)
         if m and (items.min() < 0 or items.max() >= n_items):
             raise ModelFileError(f"EASE's item rows run past the {n_items} items of vocab.json")
         self.items, self.weight, self.n_items = items, tensors["weight"].float(), n_items
+        self.prior = tensors["prior"].float()
