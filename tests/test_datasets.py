@@ -10,6 +10,7 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from collabkit import DatasetNotFoundError, datasets
@@ -237,3 +238,18 @@ def test_datasets_commands(server, home, monkeypatch, capsys, caplog):
     assert (out + captured.err + caplog.text).count(LICENSE) == 1  # printed by the command, not logged as well
     assert main(["datasets", "info", "nope"]) == 1
     assert "unknown dataset 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"not a zip at all"], ids=["cut", "junk"])
+def test_a_damaged_reload_cache_is_rebuilt_with_a_warning(home, tmp_path, caplog, damage):
+    (tmp_path / "src.zip").write_bytes(ml_100k_zip())
+    folder = extract_zip(tmp_path / "src.zip", tmp_path / "data") / "ml-100k"
+    first = datasets.load_dataset("ml-100k", data_dir=folder)
+    (cache,) = (home / "cache").glob("ml-100k-*.npz")
+    cache.write_bytes(damage(cache.read_bytes()))
+    with caplog.at_level(logging.WARNING, logger="collabkit.datasets"):
+        again = datasets.load_dataset("ml-100k", data_dir=folder)
+    assert again.ratings.equals(first.ratings)
+    assert any("is unreadable" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
+    with np.load(cache, allow_pickle=False) as z:  # rewritten whole
+        assert "fingerprint" in z

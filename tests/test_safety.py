@@ -231,3 +231,41 @@ def test_ids_past_2_to_the_63_stay_text(tmp_path):
 
     (tmp_path / "r.csv").write_text("user,item,rating\n12345678901234567890,1,4\n2,2,3\n")
     assert read_ratings_file(tmp_path / "r.csv")["user"].tolist() == ["12345678901234567890", "2"]
+
+
+def test_a_config_asking_for_more_than_its_weights_hold_is_refused_before_building(tmp_path, rec, monkeypatch):
+    rec.save(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    config["model"]["config"]["n_users"] = 2_000_000
+    path.write_text(json.dumps(config))
+    import collabkit.models.dot as dot
+
+    built = []
+    monkeypatch.setattr(dot.DotProductBias, "__init__", lambda self, *a, **k: built.append(k) or 1 / 0)
+    with pytest.raises(ModelFileError, match=r"names sizes \[2000000\] that no tensor"):
+        from collabkit import Recommender
+
+        Recommender.load(tmp_path / "m")
+    assert not built  # refused from the safetensors header, before any table was allocated
+
+
+def test_a_body_full_of_unknown_keys_gets_a_small_error(tmp_path, rec):
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    import httpx
+
+    from collabkit.serve import create_app
+
+    rec.save(tmp_path / "m")
+    app = create_app(tmp_path / "m")
+    body = {"pairs": [{"user": 0, "item": 1}], **{f"k{i}": i for i in range(60_000)}}
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            return await c.post("/predict", content=json.dumps(body), headers={"content-type": "application/json"})
+
+    r = asyncio.run(call())
+    assert r.status_code == 422 and len(r.content) < 10_000
+    assert r.json()["detail"][-1]["msg"] == "... and 59980 more errors"

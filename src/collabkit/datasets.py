@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -327,8 +328,8 @@ def _parse(name: str, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                     ratings = pd.DataFrame({c: z[f"r_{c}"] for c in z["r_columns"]})
                     movies = pd.DataFrame({c: z[f"m_{c}"] for c in z["m_columns"]})
                     return ratings, movies
-        except (OSError, ValueError, KeyError) as exc:
-            log.info("ignoring unreadable cache %s: %s", cache, exc)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated, or not ours
+            log.warning("the reload cache %s is unreadable (%s); rebuilding it from %s", cache, exc, folder)
     if entry.format == "ml-100k":
         ratings, movies = _parse_ml_100k(folder)
     elif entry.format == "dat":

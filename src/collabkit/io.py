@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -250,6 +250,8 @@ def load_model(path: str | Path) -> LoadedModel:
         spec, ranker_spec = config["model"], config.get("ranker")
         if spec is None and ranker_spec is None:
             raise ValueError("neither a rating model nor a ranker is named")
+        if spec is not None:  # before anything is built: a config can ask for gigabytes the file does not hold
+            _check_dimensions(path, spec["config"], _header_shapes(path / WEIGHTS))
         model = None if spec is None else RATING_MODELS[spec["class"]](**spec["config"])
         ranker = None if ranker_spec is None else RANKERS[ranker_spec["class"]](**ranker_spec["config"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -271,6 +273,41 @@ def load_model(path: str | Path) -> LoadedModel:
     return LoadedModel(
         model, users, items, dict(config["columns"]), titles, dict(config.get("info", {})), history, ranker, interactions
     )
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a safetensors file, read from its header alone (nothing is loaded)."""
+    if not path.is_file():
+        raise ModelFileError(f"{str(path.parent)!r} is not a collabkit model directory: {path.name} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{str(path)!r} is corrupt: {exc}") from exc
+
+
+def _check_dimensions(path: Path, config: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every size a model config names (its integers) must be the length of some axis of a stored tensor."""
+    axes = {n for shape in shapes.values() for n in shape}
+
+    def sizes(value: Any):
+        if isinstance(value, bool):
+            return
+        if isinstance(value, int):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from sizes(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                yield from sizes(v)
+
+    stray = sorted({n for n in sizes(config) if n > 1 and n not in axes})
+    if stray:
+        raise ModelFileError(
+            f"{str(path / CONFIG)!r} names sizes {stray[:5]} that no tensor in {WEIGHTS} has: config and weights "
+            "do not belong together"
+        )
 
 
 def _read_tensors(path: Path) -> dict:

@@ -71,6 +71,8 @@ MAX_N = 100
 """The largest ``n`` a request may ask for."""
 MAX_BATCH = 1000
 """The most (user, item) pairs in one ``POST /predict``, and ratings in one ``POST /recommendations``."""
+MAX_ERRORS_SHOWN = 20
+"""How many validation errors a 422 lists; the rest are counted, so an error answer stays small."""
 MAX_ID_LENGTH = 300
 """The longest text id or title accepted."""
 MAX_BODY_BYTES = 1 << 20
@@ -536,8 +538,11 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc: RequestValidationError) -> JSONResponse:
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
+        errors = exc.errors()
+        detail = [{"loc": [str(part)[:MAX_ID_LENGTH] for part in e.get("loc", ())], "msg": str(e.get("msg", ""))[:200],
+                   "type": e.get("type", "")} for e in errors[:MAX_ERRORS_SHOWN]]
+        if len(errors) > MAX_ERRORS_SHOWN:  # a body with 60,000 bad keys must not get a 5 MB answer
+            detail.append({"loc": [], "msg": f"... and {len(errors) - MAX_ERRORS_SHOWN} more errors", "type": "more"})
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(Exception)
