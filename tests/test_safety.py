@@ -243,7 +243,7 @@ def test_a_config_asking_for_more_than_its_weights_hold_is_refused_before_buildi
 
     built = []
     monkeypatch.setattr(dot.DotProductBias, "__init__", lambda self, *a, **k: built.append(k) or 1 / 0)
-    with pytest.raises(ModelFileError, match=r"names sizes \[2000000\] that no tensor"):
+    with pytest.raises(ModelFileError, match=r"does not match its config: config.json names sizes \[2000000\]"):
         from collabkit import Recommender
 
         Recommender.load(tmp_path / "m")

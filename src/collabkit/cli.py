@@ -507,6 +507,8 @@ def _feedback(args: argparse.Namespace, dataset: Dataset) -> str:
     elif str(rating).lower() in WEIGHT_NAMES:
         guess, why = "implicit", f"its third column {rating!r} is named like a count"
     else:
+        if args.data not in REGISTRY and not args.data.startswith(SYNTHETIC_PREFIX) and not getattr(args, "json", 0):
+            print(f"feedback: explicit (ratings in column {rating!r}; --feedback implicit if they are counts)")
         return "explicit"
     print(f"feedback: implicit ({why}; --feedback explicit to override)")
     return guess

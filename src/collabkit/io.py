@@ -254,6 +254,8 @@ def load_model(path: str | Path) -> LoadedModel:
             _check_dimensions(path, spec["config"], _header_shapes(path / WEIGHTS))
         model = None if spec is None else RATING_MODELS[spec["class"]](**spec["config"])
         ranker = None if ranker_spec is None else RANKERS[ranker_spec["class"]](**ranker_spec["config"])
+    except ModelFileError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{str(path)!r} has an inconsistent config or vocabulary: {exc!r}") from exc
     if model is not None:
@@ -305,8 +307,8 @@ def _check_dimensions(path: Path, config: Any, shapes: dict[str, tuple[int, ...]
     stray = sorted({n for n in sizes(config) if n > 1 and n not in axes})
     if stray:
         raise ModelFileError(
-            f"{str(path / CONFIG)!r} names sizes {stray[:5]} that no tensor in {WEIGHTS} has: config and weights "
-            "do not belong together"
+            f"{str(path / WEIGHTS)!r} does not match its config: {CONFIG} names sizes {stray[:5]} that no tensor "
+            "there has"
         )
 
 
