@@ -321,3 +321,28 @@ def test_a_model_without_ranker_keeps_its_scale_and_overlap_check(tmp_path):
     with pytest.raises(DataError, match="outside the training ratings"):
         rec.fold_in({0: 9.0})
     assert main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "r.csv"), "--seed", "1"]) == 1
+
+
+def test_fold_in_of_a_plain_dot_product_is_the_exact_minimum(tmp_path):
+    """No y_range (the default Bayesian model): the ridge solve is the optimum L-BFGS only approaches."""
+    frame, _, _ = planted_clusters(n_groups=3, users_per_group=15, items_per_group=10, seed=6)
+    frame[["user", "item", "rating"]].to_csv(tmp_path / "r.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "r.csv"), "--show", "0", "--out", str(tmp_path / "m")]) == 0
+    rec = Recommender.load(tmp_path / "m")
+    assert rec.model.y_range is None
+    ratings = {0: 5.0, 1: 4.5, 12: 1.0, 25: 2.0}
+    exact = rec.fold_in(ratings)
+    view, mean, precision = rec.view, *rec._user_prior
+    noise = float(rec.info.get("train_mse", 0.5))
+    target = torch.tensor(list(ratings.values()))
+    items = view.items[torch.from_numpy(rec._trained_item_rows(list(ratings)))]
+
+    def objective(vector: torch.Tensor) -> float:
+        d = vector[: len(mean)] - mean
+        return float(((view.pair(vector.expand(len(items), -1), items) - target) ** 2).sum() + noise * d @ precision @ d)
+
+    for step in (1e-2, -1e-2):  # any move away from the solve costs more
+        for k in range(len(mean)):
+            moved = exact.vector.clone()
+            moved[k] += step
+            assert objective(moved) >= objective(exact.vector) - 1e-5

@@ -805,6 +805,9 @@ class Recommender:
 
         With few ratings the answer stays among real users' tastes; with many,
         the ratings decide. No retraining: item vectors and the model are frozen.
+        For a plain dot product (no ``y_range``, no network: the default model) the
+        objective is quadratic and its minimum one small linear solve; otherwise
+        L-BFGS (``max_iter`` iterations) finds it.
 
         Args:
             ratings: ``{item: rating}`` (ids or titles), or a DataFrame with the model's
@@ -825,6 +828,12 @@ class Recommender:
         mean, precision = self._user_prior
         cut = len(mean)
         tail = self._average_user[cut:]
+        if view.head is None and view.y_range is None:  # a plain dot product: the minimum is a ridge solve
+            free_items, tail_items = items[:, :cut].double(), items[:, cut:].double()
+            lhs = free_items.T @ free_items + noise * precision.double()
+            rhs = free_items.T @ (target.double() - tail_items @ tail.double()) + noise * precision.double() @ mean.double()
+            solved = torch.linalg.solve(lhs, rhs).to(mean.dtype)
+            return NewUser(torch.cat([solved, tail]), rows, values)
         free = mean.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([free], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
