@@ -17,7 +17,15 @@ CPUs with the server and a heavier client (``--client httpx``) measures
 itself. The server logs its one JSON line per request to a temporary file,
 as it would in production.
 
+``--fold-in-share`` makes that share of the requests ``POST /recommendations``
+for someone new (``--fold-in-items`` random films with random 1-5 ratings,
+``n=10``). ``--model default`` serves what ``collabkit train`` fits by default
+instead (Bayesian PMF for ratings, EASE for rankings): then recommendations and
+fold-in are ranked by EASE (``--rank-by rating`` for the rating model's
+fold-in, a ridge solve for this model).
+
     python bench/serve_load.py [--data-dir ../shared/data] [--workers 1 2] [--requests 20000] [--concurrency 32]
+    python bench/serve_load.py --model default --fold-in-share 1 --predict-share 0 --workers 1
 """
 
 from __future__ import annotations
@@ -40,10 +48,18 @@ import torch
 
 from collabkit import CollabDataLoaders, DotProductBias, Learner, Recommender
 from collabkit.datasets import load_ml_100k
+from collabkit.training.recipe import PRESETS, train
+
+KINDS = ("recommend", "predict", "foldin")
 
 
-def train_model(data_dir: str, out: Path) -> Recommender:
+def train_model(data_dir: str, out: Path, model: str = "lesson") -> Recommender:
     data = load_ml_100k(data_dir)
+    if model == "default":  # what `collabkit train` fits: Bayesian PMF and EASE
+        learn = train(PRESETS["default"], data.ratings[["user", "movie", "rating"]])
+        rec = Recommender.from_learner(learn, titles=data.titles.to_dict(), info={"data": "ml-100k"})
+        rec.fit_ranker("ease").save(out)
+        return rec
     torch.manual_seed(0)
     dls = CollabDataLoaders.from_df(data.ratings, user_name="user", item_name="movie", rating_name="rating",
                                     seed=42, bs=1024)
@@ -79,12 +95,22 @@ def start_server(model_dir: Path, port: int, workers: int, log_path: Path) -> su
     raise RuntimeError(f"the server did not answer /health within 120 s; see {log_path}")
 
 
-def build_requests(rec: Recommender, count: int, predict_share: float, pairs: int, seed: int) -> list[tuple[str, bytes]]:
+def build_requests(
+    rec: Recommender, count: int, predict_share: float, pairs: int, seed: int, fold_in_share: float = 0.0,
+    fold_in_items: int = 5, rank_by: str | None = None,
+) -> list[tuple[str, bytes]]:
     rng = random.Random(seed)
     users, items = list(rec.users), list(rec.items)
     out = []
     for _ in range(count):
-        if rng.random() < predict_share:
+        draw = rng.random()
+        if draw < fold_in_share:
+            ratings = [{"item": item, "rating": float(rng.randint(1, 5))} for item in rng.sample(items, fold_in_items)]
+            body = json.dumps({"ratings": ratings, "n": 10, **({"rank_by": rank_by} if rank_by else {})}).encode()
+            head = (f"POST /recommendations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            out.append(("foldin", head + body))
+        elif draw < fold_in_share + predict_share:
             body = json.dumps({"pairs": [{"user": rng.choice(users), "item": rng.choice(items)}
                                          for _ in range(pairs)]}).encode()
             head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -98,7 +124,7 @@ def build_requests(rec: Recommender, count: int, predict_share: float, pairs: in
 
 async def raw_client(port: int, requests: list[tuple[str, bytes]], concurrency: int, max_seconds: float) -> dict:
     """Send every request once over ``concurrency`` keep-alive connections; latency per request kind."""
-    latencies: dict[str, list[float]] = {"recommend": [], "predict": []}
+    latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
     errors = 0
     next_index = 0
     deadline = time.perf_counter() + max_seconds
@@ -139,7 +165,7 @@ async def raw_client(port: int, requests: list[tuple[str, bytes]], concurrency: 
 async def httpx_client(port: int, requests: list[tuple[str, bytes]], concurrency: int, max_seconds: float) -> dict:
     import httpx
 
-    latencies: dict[str, list[float]] = {"recommend": [], "predict": []}
+    latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
     errors = 0
     next_index = 0
     deadline = time.perf_counter() + max_seconds
@@ -186,20 +212,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--max-seconds", type=float, default=120, help="stop a run after this long in any case")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument("--fold-in-share", type=float, default=0.0, help="fraction that are POST /recommendations")
+    parser.add_argument("--fold-in-items", type=int, default=5, help="rated films per fold-in request")
+    parser.add_argument("--model", choices=("lesson", "default"), default="lesson",
+                        help="lesson: DotProductBias(50), no ranker; default: what collabkit train fits")
+    parser.add_argument("--rank-by", choices=("ranking", "rating"), help="rank_by of the fold-in requests")
     args = parser.parse_args()
     torch.set_num_threads(1)
     client = raw_client if args.client == "raw" else httpx_client
 
     with tempfile.TemporaryDirectory(prefix="collabkit-serve-bench-") as tmp:
-        rec = train_model(args.data_dir, Path(tmp) / "model")
-        warmup = build_requests(rec, args.warmup, args.predict_share, args.pairs, seed=1)
-        load = build_requests(rec, args.requests, args.predict_share, args.pairs, seed=2)
-        print(f"ml-100k DotProductBias(50): {args.requests} requests, {args.concurrency} connections, "
-              f"{args.predict_share:.0%} POST /predict ({args.pairs} pairs), rest GET recommendations n=10; "
-              f"client {args.client}, {os.cpu_count()} CPUs\n")
+        rec = train_model(args.data_dir, Path(tmp) / "model", args.model)
+        mix = (args.predict_share, args.pairs)
+        extra = {"fold_in_share": args.fold_in_share, "fold_in_items": args.fold_in_items, "rank_by": args.rank_by}
+        warmup = build_requests(rec, args.warmup, *mix, seed=1, **extra)
+        load = build_requests(rec, args.requests, *mix, seed=2, **extra)
+        served = "DotProductBias(50)" if args.model == "lesson" else "the default (Bayesian PMF + EASE)"
+        print(f"ml-100k {served}: {args.requests} requests, {args.concurrency} connections, "
+              f"{args.predict_share:.0%} POST /predict ({args.pairs} pairs), {args.fold_in_share:.0%} POST "
+              f"/recommendations ({args.fold_in_items} films, rank_by {args.rank_by or 'default'}), rest GET "
+              f"recommendations n=10; client {args.client}, {os.cpu_count()} CPUs\n")
         print("| workers | requests | seconds | req/s | rec req/s | p50 ms | p99 ms | rec p99 ms | predict p99 ms "
-              "| errors |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| fold-in req/s | fold-in p99 ms | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for workers in args.workers:
             port = free_port()
             server = start_server(Path(tmp) / "model", port, workers, Path(tmp) / f"server-{workers}.log")
@@ -213,14 +248,15 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     server.kill()
             lat = result["latencies"]
-            every = lat["recommend"] + lat["predict"]
+            every = lat["recommend"] + lat["predict"] + lat["foldin"]
             seconds = result["seconds"]
             def ms(values: list[float], q: float) -> str:
                 return f"{percentile(values, q) * 1000:.1f}" if values else "-"
 
             print(f"| {workers} | {result['sent']} | {seconds:.1f} | {len(every) / seconds:,.0f} | "
                   f"{len(lat['recommend']) / seconds:,.0f} | {ms(every, 0.5)} | {ms(every, 0.99)} | "
-                  f"{ms(lat['recommend'], 0.99)} | {ms(lat['predict'], 0.99)} | {result['errors']} |",
+                  f"{ms(lat['recommend'], 0.99)} | {ms(lat['predict'], 0.99)} | "
+                  f"{len(lat['foldin']) / seconds:,.0f} | {ms(lat['foldin'], 0.99)} | {result['errors']} |",
                   flush=True)
 
 
