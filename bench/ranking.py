@@ -180,7 +180,7 @@ def implicit_rows(rec: Recommender, train_frame, test_frame, threads: int) -> li
             started = time.perf_counter()
             model.fit(user_items, show_progress=False)
             seconds = time.perf_counter() - started
-            ms = median_ms(lambda: model.recommend(users, user_items[users], N=K, filter_already_liked_items=True))
+            ms = median_ms(lambda m=model: m.recommend(users, user_items[users], N=K, filter_already_liked_items=True))
         peer = Recommender(rec.model, rec.users, rec.items, rec.columns, rec.titles, rec.info, rec.history,
                            FactorRanker(model.user_factors, model.item_factors), inter)
         rows.append((f"{label} {implicit.__version__} (64 factors, rating values)",

@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 import collabkit
 from collabkit.datasets import load_ml_100k, load_ml_100k_split, load_ml_latest_small
 from collabkit.errors import DatasetNotFoundError
+from collabkit.evaluate import evaluate
 from collabkit.fastai import (
     CollabDataLoaders,
     Embedding,
@@ -53,7 +54,6 @@ from collabkit.fastai import (
     create_params,
     sigmoid_range,
 )
-from collabkit.evaluate import evaluate
 from collabkit.interpret import item_bias_table, item_pca, plot_item_pca
 from collabkit.recommend import Recommender
 from collabkit.training.recipe import PRESETS, train

@@ -63,3 +63,15 @@ def clusters():
 def cluster_rec(clusters):
     """A Recommender trained 10 epochs on :func:`clusters` (shared by the recommend and interpret tests)."""
     return train_recommender(clusters[0], epochs=10)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers by what a test uses, so `-m "not slow"` / `-m "not realdata"` select a quick subset (CI runs all)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "ml100k_dir" in fixtures:
+            item.add_marker(pytest.mark.realdata)
+        if "servers" in fixtures or item.path.name in ("test_distributed.py", "test_lesson_docs.py"):
+            item.add_marker(pytest.mark.slow)
+        if item.path.name == "test_distributed.py":
+            item.add_marker(pytest.mark.distributed)

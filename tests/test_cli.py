@@ -81,8 +81,9 @@ def test_nan_ratings_are_reported_from_the_cli(tmp_path, capsys):
 def test_ml_100k_offline_says_where_to_point(monkeypatch, capsys, tmp_path):
     import dataclasses
 
-    from collabkit import datasets
     from planted import unused_port
+
+    from collabkit import datasets
 
     url = f"http://127.0.0.1:{unused_port()}/ml-100k.zip"  # the download is refused at once
     monkeypatch.setitem(datasets.REGISTRY, "ml-100k", dataclasses.replace(datasets.REGISTRY["ml-100k"], url=url))

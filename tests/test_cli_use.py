@@ -4,9 +4,9 @@ import json
 
 import pandas as pd
 import pytest
+from planted import planted_clusters
 
 from collabkit.cli import main
-from planted import planted_clusters
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from planted import planted_ratings
 
 from collabkit import Recommender
 from collabkit.cli import main
-from planted import planted_ratings
 
 TRAIN = ["--epochs", "2", "--bs", "256", "--lr", "1e-2", "--wd", "0.01", "--y-range", "-1", "7", "--no-progress",
          "--show", "0", "--seed", "7"]

@@ -7,6 +7,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from planted import planted_clusters
+from planted import train_recommender as train
 
 from collabkit import Recommender
 from collabkit.cli import main
@@ -14,7 +16,6 @@ from collabkit.data.splits import kfold, random_split, temporal_split, user_hold
 from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.metrics import coverage, mae, ranking_metrics, rmse
 from collabkit.training.recipe import TrainConfig
-from planted import planted_clusters, train_recommender as train
 
 FAST = TrainConfig(epochs=2, bs=512, lr=2e-2, wd=0.01, n_factors=8, y_range=(0, 6), seed=0)
 

@@ -3,6 +3,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from planted import planted_clusters
 
 from collabkit import CollabDataLoaders, DataError, DotProduct, Learner, Recommender
 from collabkit.interpret import (
@@ -14,7 +15,6 @@ from collabkit.interpret import (
     plot_schedule,
     save_plots,
 )
-from planted import planted_clusters
 
 
 def png_size(path) -> tuple[int, int]:

@@ -4,8 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from collabkit import CollabDataLoaders, DotProduct, DotProductBias, EmbeddingNN, Learner, ModelFileError, Recommender
-from collabkit import UnknownIdError, load_model, save_model
+from collabkit import (
+    CollabDataLoaders,
+    DotProduct,
+    DotProductBias,
+    EmbeddingNN,
+    Learner,
+    ModelFileError,
+    Recommender,
+    UnknownIdError,
+    load_model,
+    save_model,
+)
 from collabkit.io import CONFIG, HISTORY, INTERACTIONS, VOCAB, WEIGHTS
 
 

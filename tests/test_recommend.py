@@ -4,11 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from collabkit import CollabDataLoaders, DataError, DotProduct, DotProductBias, EmbeddingNN, Learner, Recommender
-from collabkit import UnknownIdError
 from planted import train_recommender
 
+from collabkit import (
+    CollabDataLoaders,
+    DataError,
+    DotProduct,
+    DotProductBias,
+    EmbeddingNN,
+    Learner,
+    Recommender,
+    UnknownIdError,
+)
 
 train = train_recommender
 

@@ -16,6 +16,7 @@ The package reads in the order data flows::
 __version__ = "0.1.0"
 
 from collabkit.data import CollabDataLoaders, Vocabulary, validate_ratings  # noqa: E402
+from collabkit.data.interactions import Interactions  # noqa: E402
 from collabkit.datasets import load_dataset  # noqa: E402
 from collabkit.errors import (  # noqa: E402
     CollabkitError,
@@ -28,7 +29,6 @@ from collabkit.errors import (  # noqa: E402
 )
 from collabkit.io import load_model, save_model  # noqa: E402
 from collabkit.metrics import mae, rmse  # noqa: E402
-from collabkit.data.interactions import Interactions  # noqa: E402
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN  # noqa: E402
 from collabkit.models.ease import EASE  # noqa: E402
 from collabkit.models.ials import ImplicitALS  # noqa: E402

@@ -32,10 +32,10 @@ import pandas as pd
 import torch
 
 from collabkit import __version__, distributed
-from collabkit.data import CollabDataLoaders, random_split, read_ratings_file, validate_ratings
-from collabkit.data.splits import temporal_split, user_holdout
-from collabkit.data.ratings import DUPLICATE_POLICIES
 from collabkit import datasets as datasets_mod
+from collabkit.data import CollabDataLoaders, random_split, read_ratings_file, validate_ratings
+from collabkit.data.ratings import DUPLICATE_POLICIES
+from collabkit.data.splits import temporal_split, user_holdout
 from collabkit.datasets import (
     ML_100K_SPLITS,
     REGISTRY,
@@ -45,8 +45,8 @@ from collabkit.datasets import (
     load_ml_100k_split,
     synthetic_dataset,
 )
-from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.errors import CollabkitError
+from collabkit.evaluate import cross_validate, evaluate, summarise
 from collabkit.io import check_writable
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias

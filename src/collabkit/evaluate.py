@@ -29,8 +29,8 @@ import pandas as pd
 from collabkit.data.history import RatingHistory
 from collabkit.data.interactions import Interactions
 from collabkit.data.ratings import Duplicates, validate_ratings
-from collabkit.errors import DataError
 from collabkit.data.splits import kfold
+from collabkit.errors import DataError
 from collabkit.metrics import coverage, mae, ranking_metrics, rmse
 from collabkit.models.popular import Popularity
 from collabkit.recommend import Recommender

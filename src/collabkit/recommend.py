@@ -139,7 +139,9 @@ def _ranker(ranker: str | Ranker, config: dict, interactions: Interactions) -> R
         try:
             ease = EASE(**config)
         except TypeError as exc:
-            raise ValueError(f"with ranker='auto' the hyperparameters are EASE's; name the ranker for others ({exc})")
+            raise ValueError(
+                f"with ranker='auto' the hyperparameters are EASE's; name the ranker for others ({exc})"
+            ) from exc
         if (interactions.item_counts >= ease.min_count).sum() <= ease.max_items:
             return ease
         log.info("EASE would model too many items (max_items %d): ranking with implicit ALS instead", ease.max_items)

@@ -9,7 +9,6 @@ to the rows of an embedding table, ``0 .. len(vocab) - 1``. There is no hidden
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 

@@ -36,9 +36,9 @@ from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
 from collabkit.errors import DataError, ModelFileError, TrainingDivergedError
 from collabkit.models.dot import dot_bias_mse_grads, is_stock_dot_bias
-from collabkit.training.fused import FusedDotBiasAdam
-from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from collabkit.training.callbacks import Callback, ProgressCallback
+from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from collabkit.training.fused import FusedDotBiasAdam
 from collabkit.training.losses import MSELossFlat
 from collabkit.training.lr_find import SUGGESTIONS, LRFinderResult
 from collabkit.training.optim import (
