@@ -269,3 +269,20 @@ def test_a_body_full_of_unknown_keys_gets_a_small_error(tmp_path, rec):
     r = asyncio.run(call())
     assert r.status_code == 422 and len(r.content) < 10_000
     assert r.json()["detail"][-1]["msg"] == "... and 59980 more errors"
+
+
+def test_train_on_everything_then_evaluate_on_a_separate_file(tmp_path, capsys):
+    frame, _, _ = planted_clusters(n_groups=3, users_per_group=20, items_per_group=12, seed=7)
+    held = frame.groupby("user").sample(2, random_state=0)
+    frame.drop(held.index)[["user", "item", "rating"]].to_csv(tmp_path / "train.csv", index=False)
+    held[["user", "item", "rating"]].to_csv(tmp_path / "test.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "train.csv"), "--valid-pct", "0", "--show", "0",
+                 "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "no validation split: trained on every rating" in out and "valid RMSE" not in out
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--test", str(tmp_path / "test.csv"), "--json"]) == 0
+    metrics = {m["metric"]: m for m in json.loads(capsys.readouterr().out)["metrics"]}
+    assert metrics["test_ratings"]["value"] == len(held) and metrics["cold_users"]["value"] == 0
+    assert metrics["rmse"]["value"] < 0.8 and metrics["ndcg@10"]["value"] > metrics["ndcg@10"]["popularity"]
+    # the training file as "test" data is refused: every pair was trained on
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--test", str(tmp_path / "train.csv")]) == 1

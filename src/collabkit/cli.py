@@ -128,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", type=Path, required=True, help="a model directory written by train --out")
     _add_data_options(evaluate)
     _add_split_options(evaluate, replayed=True)
+    evaluate.add_argument("--test", type=Path, metavar="FILE",
+                          help="score on this file of held-out ratings (columns named as in training, else the "
+                          "first three) instead of a split of --data: for a model trained on everything")
     evaluate.add_argument("--allow-overlap", action="store_true",
                           help="score test ratings the model trained on (refused by default: the figures would flatter)")
     _add_metric_options(evaluate)
@@ -417,12 +420,14 @@ def _split(args: argparse.Namespace, dataset: Dataset) -> tuple[pd.DataFrame, pd
         dataset.ratings, dataset.user_col, dataset.item_col, dataset.rating_col,
         duplicates=_duplicates(args), keep_columns=("timestamp",),
     )
-    if args.split in ("random", "temporal") and not 0.0 < args.valid_pct < 1.0:
-        raise CliError(f"--valid-pct must be between 0 and 1 (exclusive), got {args.valid_pct}")
+    if args.split in ("random", "temporal") and not 0.0 <= args.valid_pct < 1.0:
+        raise CliError(f"--valid-pct must be between 0 and 1 (0 trains on everything, with no validation), "
+                       f"got {args.valid_pct}")
     if args.split == "random":
         train_idx, test_idx = random_split(len(clean), args.valid_pct, args.seed)
     elif args.split == "temporal":
-        train_idx, test_idx = temporal_split(_times(clean, args), args.valid_pct)
+        train_idx, test_idx = (temporal_split(_times(clean, args), args.valid_pct) if args.valid_pct > 0
+                               else (np.arange(len(clean)), np.zeros(0, dtype=np.int64)))
     else:
         times = _times(clean, args) if args.split == "user-last" else None
         train_idx, test_idx = user_holdout(clean.iloc[:, 0].to_numpy(), n=args.holdout, times=times, seed=args.seed)
@@ -558,8 +563,13 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
     preds, targs = learn.get_preds()
     if y_range is None and dls.train.n:  # the saved model clips to the training scale (Recommender.predict)
         preds = preds.clamp(float(dls.train.y.min()), float(dls.train.y.max()))
-    valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
-    print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.2f} s in all)")
+    valid_rmse = valid_mae = None
+    if dls.valid.n:
+        valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
+        print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.2f} s in all)")
+    else:
+        print(f"\nno validation split: trained on every rating ({time.perf_counter() - started:.2f} s in all); "
+              "score it on held-out data with `collabkit evaluate --test FILE`")
 
     info = {
         "data": dataset.name,
@@ -646,6 +656,8 @@ def _print_metrics(frame: pd.DataFrame, as_json: bool) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model)
+    if args.test is not None:
+        return _evaluate_file(args, rec)
     given = {name: getattr(args, name) for name in SPLIT_DEFAULTS if getattr(args, name) is not None}
     _split_defaults(args, rec.info)
     if not given and "split" in rec.info:
@@ -656,6 +668,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         dataset = _interaction_table(args, dataset)
     train_frame, test_frame = _split(args, dataset)
     metrics = evaluate(rec, train_frame, test_frame, k=args.k, threshold=args.threshold, rank_by=args.rank_by,
+                       allow_overlap=args.allow_overlap)
+    _print_metrics(metrics, args.json)
+    return 0
+
+
+def _evaluate_file(args: argparse.Namespace, rec: Recommender) -> int:
+    """evaluate --test FILE: the file is the test set; the model's own training pairs are what it saw."""
+    test = read_ratings_file(args.test)
+    wanted = [rec.columns["user"], rec.columns["item"], rec.columns.get("rating") or ""]
+    if rec.predicts_ratings:
+        cols = wanted if set(wanted) <= set(test.columns) else list(test.columns[:3])
+    else:
+        cols = wanted[:2] if set(wanted[:2]) <= set(test.columns) else list(test.columns[:2])
+        test = test.assign(weight=np.float32(1.0))
+        cols.append("weight")
+    if len(cols) < 3:
+        raise CliError(f"--test {args.test} needs user, item and rating columns; it has {list(test.columns)}")
+    metrics = evaluate(rec, None, test[cols], k=args.k, threshold=args.threshold, rank_by=args.rank_by,
                        allow_overlap=args.allow_overlap)
     _print_metrics(metrics, args.json)
     return 0

@@ -45,14 +45,15 @@ PROTOCOL = (
 
 def evaluate(
     rec: Recommender,
-    train_frame: pd.DataFrame,
+    train_frame: pd.DataFrame | None,
     test_frame: pd.DataFrame,
     k: int = 10,
     threshold: float = 4.0,
     rank_by: str | None = None,
     allow_overlap: bool = False,
 ) -> pd.DataFrame:
-    """Metrics of ``rec`` on ``test_frame``; ``train_frame`` is what it was trained on (for exclusion).
+    """Metrics of ``rec`` on ``test_frame``; ``train_frame`` is what it was trained on (for exclusion;
+    ``None``: the model's own training pairs, for a test file kept apart from a model trained on everything).
 
     Both frames have user, item and rating (or, for implicit feedback, weight) as their
     first three columns. ``rank_by`` chooses the model behind the top-k lists (see
@@ -70,8 +71,16 @@ def evaluate(
     if k < 1:
         raise ValueError(f"k must be a positive integer, got {k}")
     rank_by = rec._rank_by(rank_by)
-    train_frame = validate_ratings(train_frame, duplicates="keep")
     test_frame = validate_ratings(test_frame, duplicates="keep", min_ids=1)
+    if train_frame is None:  # a separate test file: what the model saw is its own training pairs
+        if rec.interactions is None:
+            raise DataError("this model was saved without its training pairs: pass the training table too")
+        inter, history = rec.interactions, None
+        train_frame = pd.DataFrame({"user": rec.users.ids[inter.row_users()], "item": rec.items.ids[inter.indices],
+                                    "rating": inter.values - np.float32(inter.offset)})
+    else:
+        train_frame = validate_ratings(train_frame, duplicates="keep")
+        history = _training_history(rec, train_frame)
     users, items = test_frame.iloc[:, 0].to_numpy(), test_frame.iloc[:, 1].to_numpy()
     truth = test_frame.iloc[:, 2].to_numpy(dtype=np.float64)
     u_rows = rec.users.index(rec.users.parse(users))
@@ -79,7 +88,7 @@ def evaluate(
     u_known = (u_rows >= 0) & rec.user_trained[np.maximum(u_rows, 0)]
     i_known = (i_rows >= 0) & rec.item_trained[np.maximum(i_rows, 0)]
     if not allow_overlap and rec.interactions is not None:
-        _refuse_overlap(rec, u_rows, i_rows, _training_history(rec, train_frame))
+        _refuse_overlap(rec, u_rows, i_rows, history)
     values: dict[str, float] = {}
     if rec.predicts_ratings:
         preds, _ = rec.predict_values(users, items)
@@ -95,7 +104,7 @@ def evaluate(
     relevant = np.flatnonzero(liked & u_known & i_known)
     if len(relevant):
         scored_users, user_index = np.unique(u_rows[relevant], return_inverse=True)
-        exclusion = _training_history(rec, train_frame)
+        exclusion = history if history is not None else _training_history(rec, train_frame)
         popular = _popularity(rec, exclusion)
         for target, model, how in ((values, rec, rank_by), (baseline, popular, "ranking")):
             scores, top = model.top_n(scored_users, n=k, exclude=exclusion, rank_by=how)
@@ -113,16 +122,20 @@ def evaluate(
     return result
 
 
-def _refuse_overlap(rec: Recommender, u_rows: np.ndarray, i_rows: np.ndarray, train: RatingHistory) -> None:
-    """Raise when test pairs are pairs the model trained on that ``train_frame`` (the evaluation's training
-    part) does not hold: another split or seed than the model's, whose figures would flatter it. (A pair in
-    both parts of the same split is a repeated event, e.g. two plays, and is excluded as seen anyway.)"""
+def _refuse_overlap(rec: Recommender, u_rows: np.ndarray, i_rows: np.ndarray, train: RatingHistory | None) -> None:
+    """Raise when test pairs are pairs the model trained on that ``train`` (the evaluation's training part;
+    ``None`` for a separate test file) does not hold: another split or seed than the model's, whose figures
+    would flatter it. (A pair in both parts of the same split is a repeated event, e.g. two plays, and is
+    excluded as seen anyway.)"""
     known = (u_rows >= 0) & (i_rows >= 0)
     n_items = len(rec.items)
     codes = u_rows[known] * n_items + i_rows[known]
     trained = rec.interactions.row_users() * n_items + rec.interactions.indices
-    split_train = np.repeat(np.arange(len(train.indptr) - 1), np.diff(train.indptr)) * n_items + train.indices
-    overlap = int((np.isin(codes, trained) & ~np.isin(codes, split_train)).sum())
+    overlap = np.isin(codes, trained)
+    if train is not None:
+        split_train = np.repeat(np.arange(len(train.indptr) - 1), np.diff(train.indptr)) * n_items + train.indices
+        overlap &= ~np.isin(codes, split_train)
+    overlap = int(overlap.sum())
     if overlap:
         raise DataError(
             f"{overlap:,} of the {len(u_rows):,} test ratings are pairs this model trained on, so its figures "
