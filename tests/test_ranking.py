@@ -308,7 +308,7 @@ def test_auto_takes_only_ease_settings_and_a_new_user_object_only_ranks_by_ratin
     assert len(rec.recommend_new_user(new, n=3)) == 3
 
 
-def test_a_model_without_ranker_keeps_its_scale_and_overlap_check(tmp_path):
+def test_a_model_without_ranker_keeps_its_scale_and_overlap_check(tmp_path, capsys):
     frame, _, _ = planted_clusters(n_groups=3, users_per_group=20, items_per_group=12, seed=4)
     frame["rating"] = (frame["rating"] + 0.6).clip(1, 5).round()
     frame[["user", "item", "rating"]].to_csv(tmp_path / "r.csv", index=False)
@@ -321,6 +321,37 @@ def test_a_model_without_ranker_keeps_its_scale_and_overlap_check(tmp_path):
     with pytest.raises(DataError, match="outside the training ratings"):
         rec.fold_in({0: 9.0})
     assert main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "r.csv"), "--seed", "1"]) == 1
+    assert "pairs this model trained on" in capsys.readouterr().err
+
+
+def test_an_ease_file_from_before_the_tie_breaker_still_loads(tmp_path, plays):
+    from safetensors.torch import load_file, save_file
+
+    frame, _, _ = plays
+    rec = Recommender.from_interactions(frame, weight_col="plays", ranker="ease")
+    rec.save(tmp_path / "m")
+    tensors = load_file(str(tmp_path / "m" / "ranker.safetensors"))
+    save_file({k: v for k, v in tensors.items() if k != "prior"}, str(tmp_path / "m" / "ranker.safetensors"))
+    old = Recommender.load(tmp_path / "m")
+    assert old.recommend([3], n=5)["item"].tolist() == rec.recommend([3], n=5)["item"].tolist()
+
+
+def test_the_training_record_keeps_the_rankers_figures(tmp_path):
+    frame, _, _ = planted_clusters(n_groups=2, users_per_group=20, items_per_group=10, seed=8)
+    frame[["user", "item", "rating"]].to_csv(tmp_path / "r.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "r.csv"), "--show", "0", "--out", str(tmp_path / "m")]) == 0
+    info = json.loads((tmp_path / "m" / "config.json").read_text())["info"]
+    assert info["ranker_seconds"] > 0 and set(info["valid_ranking"]) == {"precision@10", "ndcg@10"}
+
+
+def test_a_fold_in_file_with_extra_columns_takes_no_stray_ratings(implicit_dir, capsys):
+    model = implicit_dir / "m"
+    pd.DataFrame({"user": [1000, 1000], "item": ["song-80", "song-81"], "timestamp": [1.7e9, 1.7e9]}).to_csv(
+        implicit_dir / "h.csv", index=False)
+    assert main(["recommend", "--model", str(model), "--ratings", str(implicit_dir / "h.csv"), "--json"]) == 0
+    by_file = json.loads(capsys.readouterr().out)
+    by_list = Recommender.load(model).recommend_new_user(["song-80", "song-81"])
+    np.testing.assert_allclose([r["score"] for r in by_file], by_list["score"], rtol=1e-5)
 
 
 def test_fold_in_of_a_plain_dot_product_is_the_exact_minimum(tmp_path):

@@ -286,3 +286,8 @@ def test_train_on_everything_then_evaluate_on_a_separate_file(tmp_path, capsys):
     assert metrics["rmse"]["value"] < 0.8 and metrics["ndcg@10"]["value"] > metrics["ndcg@10"]["popularity"]
     # the training file as "test" data is refused: every pair was trained on
     assert main(["evaluate", "--model", str(tmp_path / "m"), "--test", str(tmp_path / "train.csv")]) == 1
+    assert "keep the test file apart from training" in capsys.readouterr().err
+    # replaying its split finds nothing held out, and says where to look instead
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "train.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "trained with --valid-pct 0" in err and "--test FILE" in err

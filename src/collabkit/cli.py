@@ -492,7 +492,7 @@ def _distributed_check(learn) -> dict:
     return {
         "world_size": distributed.world_size(),
         "rmse_from_sums": learn.recorder.values[-1][2],
-        "rmse_of_gathered_predictions": rmse(preds, targs),
+        "rmse_of_gathered_predictions": rmse(preds, targs) if len(targs) else None,  # (--valid-pct 0: none)
         "weight_checksums": sums.tolist(),
     }
 
@@ -588,7 +588,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
     titles = dataset.titles.to_dict() if len(dataset.titles) else None
     recommender = Recommender.from_learner(learn, titles=titles, info=info)
     if args.ranker != "none" and distributed.is_main():
-        _fit_ranker(recommender, args.ranker, train_frame, valid_frame, info)
+        _fit_ranker(recommender, args.ranker, train_frame, valid_frame)
     if args.show > 0 and dls.valid.n:
         _print_samples(recommender, dls, preds, args.show)
     if args.out is not None and distributed.is_main():
@@ -598,13 +598,13 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
 
 
 def _fit_ranker(
-    rec: Recommender, name: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame, info: dict
+    rec: Recommender, name: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame
 ) -> None:
     """Fit the ranking model, say how long it took, and print its validation top-10 beside popularity's."""
     started = time.perf_counter()
     rec.fit_ranker(name)
     seconds = time.perf_counter() - started
-    info["ranker_seconds"] = seconds
+    rec.info["ranker_seconds"] = seconds  # (rec keeps its own copy of the training record)
     print(f"ranking model: {rec.ranker.name} {rec.ranker.config()} fitted in {seconds:.2f} s")
     if len(valid_frame) == 0:
         return
@@ -613,7 +613,7 @@ def _fit_ranker(
     if "precision@10" not in table.index:
         return
     ranking = {m: float(table.loc[m, "value"]) for m in ("precision@10", "ndcg@10")}
-    info["valid_ranking"] = ranking
+    rec.info["valid_ranking"] = ranking
     print(f"valid top-10: precision {ranking['precision@10']:.4f}  NDCG {ranking['ndcg@10']:.4f}  "
           f"(most popular: {table.loc['precision@10', 'popularity']:.4f} / {table.loc['ndcg@10', 'popularity']:.4f})")
 
@@ -638,7 +638,7 @@ def _train_implicit(args: argparse.Namespace, dataset: Dataset, started: float) 
                                         ranker="popular", info=info)  # (the ranker proper is fitted below)
     print(f"{dataset.name}: {len(train_frame):,} train / {len(valid_frame):,} valid interactions ({args.split} split), "
           f"{len(rec.users):,} users, {len(rec.items):,} items; implicit feedback, ranking model only")
-    _fit_ranker(rec, args.ranker, train_frame, valid_frame, info)
+    _fit_ranker(rec, args.ranker, train_frame, valid_frame)
     print(f"({time.perf_counter() - started:.2f} s in all)")
     if args.out is not None:
         rec.save(args.out)
@@ -667,6 +667,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not rec.predicts_ratings:
         dataset = _interaction_table(args, dataset)
     train_frame, test_frame = _split(args, dataset)
+    if len(test_frame) == 0:
+        raise CliError("this split holds nothing out (the model was trained with --valid-pct 0, on every rating); "
+                       "score it on a separate file with --test FILE")
     metrics = evaluate(rec, train_frame, test_frame, k=args.k, threshold=args.threshold, rank_by=args.rank_by,
                        allow_overlap=args.allow_overlap)
     _print_metrics(metrics, args.json)
@@ -676,7 +679,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_file(args: argparse.Namespace, rec: Recommender) -> int:
     """evaluate --test FILE: the file is the test set; the model's own training pairs are what it saw."""
     test = read_ratings_file(args.test)
-    wanted = [rec.columns["user"], rec.columns["item"], rec.columns.get("rating") or ""]
+    wanted = [args.user_col or rec.columns["user"], args.item_col or rec.columns["item"],
+              args.rating_col or rec.columns.get("rating") or ""]
     if rec.predicts_ratings:
         cols = wanted if set(wanted) <= set(test.columns) else list(test.columns[:3])
     else:

@@ -88,7 +88,9 @@ def evaluate(
     u_known = (u_rows >= 0) & rec.user_trained[np.maximum(u_rows, 0)]
     i_known = (i_rows >= 0) & rec.item_trained[np.maximum(i_rows, 0)]
     if not allow_overlap and rec.interactions is not None:
-        _refuse_overlap(rec, u_rows, i_rows, history)
+        remedy = ("evaluate on the split it was trained with (the default replays it)" if history is not None
+                  else "this file holds ratings the model trained on; keep the test file apart from training")
+        _refuse_overlap(rec, u_rows, i_rows, history, remedy)
     values: dict[str, float] = {}
     if rec.predicts_ratings:
         preds, _ = rec.predict_values(users, items)
@@ -122,7 +124,9 @@ def evaluate(
     return result
 
 
-def _refuse_overlap(rec: Recommender, u_rows: np.ndarray, i_rows: np.ndarray, train: RatingHistory | None) -> None:
+def _refuse_overlap(
+    rec: Recommender, u_rows: np.ndarray, i_rows: np.ndarray, train: RatingHistory | None, remedy: str
+) -> None:
     """Raise when test pairs are pairs the model trained on that ``train`` (the evaluation's training part;
     ``None`` for a separate test file) does not hold: another split or seed than the model's, whose figures
     would flatter it. (A pair in both parts of the same split is a repeated event, e.g. two plays, and is
@@ -139,8 +143,7 @@ def _refuse_overlap(rec: Recommender, u_rows: np.ndarray, i_rows: np.ndarray, tr
     if overlap:
         raise DataError(
             f"{overlap:,} of the {len(u_rows):,} test ratings are pairs this model trained on, so its figures "
-            "would flatter it: evaluate on the split it was trained with (the default replays it), or pass "
-            "--allow-overlap (allow_overlap=True) to score them anyway"
+            f"would flatter it: {remedy}, or pass --allow-overlap (allow_overlap=True) to score them anyway"
         )
 
 

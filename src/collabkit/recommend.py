@@ -733,8 +733,9 @@ class Recommender:
                 if ratings.shape[1] < 1:
                     raise DataError("fold-in needs an item column")
                 item_col = ratings.columns[0]
-            if rating_col not in ratings.columns:  # by name, else the first other column
-                rating_col = next((c for c in ratings.columns if c != item_col), None)
+            if rating_col not in ratings.columns:  # by name, else the other column of a two-column file
+                others = [c for c in ratings.columns if c != item_col]
+                rating_col = others[0] if len(others) == 1 else None
             items = list(ratings[item_col])
             values = list(ratings[rating_col]) if rating_col in ratings.columns else None
         elif isinstance(ratings, Mapping):
@@ -813,7 +814,8 @@ class Recommender:
 
         Args:
             ratings: ``{item: rating}`` (ids or titles), or a DataFrame with the model's
-                item and rating columns (by name; else its first two columns).
+                item and rating columns (by name; else the first column is the item and, in a
+                two-column file, the other the rating).
             noise: variance of a rating around its prediction; default: the
                 training MSE recorded with the model (``info["train_mse"]``), else 0.5.
             max_iter: L-BFGS iterations.

@@ -283,7 +283,9 @@ class ServedModel:
                 rec.recommend_new_user([item], n=1)
             if rec.predicts_ratings:
                 rec.predict([user], [item], strict=True)
-                rec.fold_in({item: float(rec.predict([user], [item])["prediction"].iloc[0])}, max_iter=5)
+                rating = float(rec.predict([user], [item])["prediction"].iloc[0])
+                low, high = rec.rating_scale or (rating, rating)  # a y_range model may predict past the scale
+                rec.fold_in({item: min(max(rating, low), high)}, max_iter=5)
         except (CollabkitError, ValueError, KeyError, IndexError, RuntimeError, TypeError) as exc:
             raise ModelFileError(f"{str(model_dir)!r} loads but cannot answer questions: {exc!r}") from exc
         return cls(rec, _now())
@@ -539,7 +541,8 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        detail = [{"loc": [str(part)[:MAX_ID_LENGTH] for part in e.get("loc", ())], "msg": str(e.get("msg", ""))[:200],
+        detail = [{"loc": [p[:MAX_ID_LENGTH] if isinstance(p, str) else p for p in e.get("loc", ())],
+                   "msg": str(e.get("msg", ""))[:200],
                    "type": e.get("type", "")} for e in errors[:MAX_ERRORS_SHOWN]]
         if len(errors) > MAX_ERRORS_SHOWN:  # a body with 60,000 bad keys must not get a 5 MB answer
             detail.append({"loc": [], "msg": f"... and {len(errors) - MAX_ERRORS_SHOWN} more errors", "type": "more"})

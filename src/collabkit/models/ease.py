@@ -12,7 +12,9 @@ itself::
 Items left out of ``B`` (below ``min_count``) score ``-inf``: the model knows
 nothing about them. Among the modelled items, a millionth of each item's
 popularity (its share of the most popular item's users) is added, so ties (a
-user whose items are all left out scores 0 everywhere) go to popular items.
+user whose items are all left out scores 0 everywhere) go to popular items; it
+can also reorder scores closer than a millionth, and vanishes in float32
+rounding next to large scores.
 
 A user's scores come from their row of ``X`` alone, so a new user is scored
 exactly like a trained one (fold-in is a vector-matrix product), and ``B``'s
@@ -43,7 +45,7 @@ from collabkit.models.ranker import Ranker
 log = logging.getLogger(__name__)
 
 TIE_BREAK = 1e-6
-"""Weight of an item's popularity share in its score: only ever decides exact ties."""
+"""Weight of an item's popularity share in its score: it decides ties (and differences below it)."""
 
 
 class EASE(Ranker):
@@ -128,6 +130,7 @@ class EASE(Ranker):
 
     def load_state(self, tensors: dict[str, torch.Tensor], n_users: int, n_items: int) -> None:
         m = int(tensors["items"].shape[0]) if "items" in tensors else 0
+        tensors = {"prior": torch.zeros(m), **tensors}  # (files from before the tie-breaker have none)
         self._expect(tensors, {"items": (m,), "weight": (m, m), "prior": (m,)})
         items = tensors["items"].to(torch.int64)
         if m and (items.min() < 0 or items.max() >= n_items):
