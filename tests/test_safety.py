@@ -291,3 +291,24 @@ def test_train_on_everything_then_evaluate_on_a_separate_file(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "train.csv")]) == 1
     err = capsys.readouterr().err
     assert "trained with --valid-pct 0" in err and "--test FILE" in err
+
+
+@pytest.mark.parametrize("column, message", [
+    (lambda r, rng: rng.integers(880_000_000, 890_000_000, len(r)), "looks like a timestamp or an id"),
+    (lambda r, rng: np.where(np.arange(len(r)) == 7, 500.0, r), "lie far outside the rest (e.g. 500"),
+], ids=["timestamps", "a-typo"])
+def test_a_rating_column_that_holds_no_ratings_is_refused(tmp_path, capsys, column, message):
+    frame, _, _ = planted_clusters(n_groups=2, users_per_group=10, items_per_group=8, seed=9)
+    frame["rating"] = column(frame["rating"].to_numpy(), np.random.default_rng(0))
+    frame[["user", "item", "rating"]].to_csv(tmp_path / "r.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "r.csv"), "--preset", "lesson", "--split", "user-random",
+                 "--holdout", "1"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_errors_name_the_option_not_the_python_argument(tmp_path, capsys):
+    (tmp_path / "r.csv").write_text("user,item,rating\n1,1,4\n1,1,5\n2,2,3\n2,1,4\n")
+    assert main(["train", "--data", str(tmp_path / "r.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "--duplicates mean" in err and "duplicates='mean'" not in err

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -34,7 +35,7 @@ import torch
 from collabkit import __version__, distributed
 from collabkit import datasets as datasets_mod
 from collabkit.data import CollabDataLoaders, random_split, read_ratings_file, validate_ratings
-from collabkit.data.ratings import DUPLICATE_POLICIES
+from collabkit.data.ratings import DUPLICATE_POLICIES, check_rating_scale
 from collabkit.data.splits import temporal_split, user_holdout
 from collabkit.datasets import (
     ML_100K_SPLITS,
@@ -538,6 +539,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
             raise CliError("implicit feedback trains a ranking model on one process; drop --nproc")
         return _train_implicit(args, _interaction_table(args, dataset), started)
     train_frame, valid_frame = _split(args, dataset)
+    check_rating_scale(train_frame.iloc[:, 2].to_numpy(), str(train_frame.columns[2]))
     learn = prepare(
         config, train_frame, valid_frame, duplicates=_duplicates(args), device=device,
         cbs=[ProgressCallback(bar=False if args.no_progress else None)],
@@ -899,6 +901,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:  # a bug that surfaced as a ValueError keeps its traceback for whoever asks
             traceback.print_exc()
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = re.sub(r"duplicates='(\w+)'", r"--duplicates \1", message)  # the option, as a CLI user writes it
         print(f"collabkit: error: {message}", file=sys.stderr)
         return 1
 

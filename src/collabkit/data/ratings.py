@@ -156,6 +156,34 @@ def validate_ratings(
     return out
 
 
+def check_rating_scale(ratings: np.ndarray, column: str) -> None:
+    """Refuse a rating column that cannot hold ratings: values past a million (a timestamp or an id column
+    taken for the ratings), or a value far outside all the others (a typo such as 500 among 1-5 stars,
+    which would stretch the default y_range to 550).
+
+    Raises:
+        DataError: naming the column, the value and what to do.
+    """
+    ratings = np.asarray(ratings, dtype=np.float64)
+    if len(ratings) == 0:
+        return
+    biggest = float(np.abs(ratings).max())
+    if biggest > 1e6:
+        raise DataError(
+            f"column {column!r} holds values up to {biggest:.4g}: that looks like a timestamp or an id, not a "
+            "rating; name the rating column with --rating-col (rating_col=)"
+        )
+    low, high = np.quantile(ratings, [0.01, 0.99])
+    reach = 10 * max(float(high - low), 1.0)
+    far = (ratings > high + reach) | (ratings < low - reach)
+    if far.any():
+        value = float(ratings[far][0])
+        raise DataError(
+            f"{int(far.sum())} rating(s) in column {column!r} lie far outside the rest (e.g. {value:g}, while 98% "
+            f"lie within {low:g}..{high:g}): a typo? Fix or drop those rows"
+        )
+
+
 def check_y_range(ratings: np.ndarray, y_range: tuple[float, float] | None) -> None:
     """Warn (``RatingRangeWarning``) when ratings fall outside ``y_range``."""
     if y_range is None or len(ratings) == 0:
