@@ -312,3 +312,26 @@ def test_cli_errors_name_the_option_not_the_python_argument(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "r.csv")]) == 1
     err = capsys.readouterr().err
     assert "--duplicates mean" in err and "duplicates='mean'" not in err
+
+
+def test_the_api_docs_page_works_offline(tmp_path, rec):
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    import httpx
+
+    from collabkit.serve import create_app
+
+    rec.save(tmp_path / "m")
+    app = create_app(tmp_path / "m")
+
+    async def calls() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            page = await c.get("/docs")
+            return [page, await c.get("/docs/assets/swagger-ui-bundle.js"), await c.get("/docs/assets/swagger-ui.css")]
+
+    page, js, css = asyncio.run(calls())
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    assert "://" not in page.text  # nothing from another host (FastAPI's own page loads Swagger UI from a CDN)
+    assert "/docs/assets/swagger-ui-bundle.js" in page.text
+    assert js.status_code == 200 and len(js.content) > 100_000 and css.status_code == 200

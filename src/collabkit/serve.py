@@ -71,6 +71,8 @@ MAX_N = 100
 """The largest ``n`` a request may ask for."""
 MAX_BATCH = 1000
 """The most (user, item) pairs in one ``POST /predict``, and ratings in one ``POST /recommendations``."""
+DOCS_ASSETS = "/docs/assets"
+"""Where the Swagger UI files of ``/docs`` are served from (this server, never a CDN)."""
 MAX_ERRORS_SHOWN = 20
 """How many validation errors a 422 lists; the rest are counted, so an error answer stays small."""
 MAX_ID_LENGTH = 300
@@ -526,7 +528,10 @@ def create_app(
         title="collabkit",
         summary="Recommendations, rating predictions and similar items from a saved collabkit model.",
         lifespan=lifespan,
+        docs_url=None,  # served below from files on this machine
+        redoc_url=None,
     )
+    _add_docs_page(app)
     app.state.holder = holder
     not_found = {404: {"model": ErrorBody, "description": "unknown or untrained id"}}
 
@@ -660,6 +665,30 @@ def create_app(
 
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
     return app
+
+
+def _add_docs_page(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the files the ``swagger-ui-bundle-v2`` package ships, so the page works
+    offline (FastAPI's own page loads them from a CDN, and is blank without the internet). Without that
+    package (it comes with the serve extra) the CDN page is served instead, and a warning says so."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    assets: dict[str, str] = {}
+    try:
+        from starlette.staticfiles import StaticFiles
+        from swagger_ui_bundle import swagger_ui_path
+
+        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+        assets = {"swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                  "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
+                  "swagger_favicon_url": f"{DOCS_ASSETS}/favicon-32x32.png"}
+    except ImportError:
+        log.warning("swagger-ui-bundle-v2 is not installed: /docs loads Swagger UI from a CDN and is blank "
+                    "offline (pip install 'collabkit[serve]')")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="collabkit API", **assets)
 
 
 def app_from_environment() -> FastAPI:
