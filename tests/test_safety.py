@@ -335,3 +335,10 @@ def test_the_api_docs_page_works_offline(tmp_path, rec):
     assert "://" not in page.text  # nothing from another host (FastAPI's own page loads Swagger UI from a CDN)
     assert "/docs/assets/swagger-ui-bundle.js" in page.text
     assert js.status_code == 200 and len(js.content) > 100_000 and css.status_code == 200
+
+
+def test_json_ids_come_out_as_the_data_stores_them(tmp_path, rec, capsys):
+    rec.save(tmp_path / "m")
+    assert main(["recommend", "--model", str(tmp_path / "m"), "--user", "3", "-n", "2", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [type(r["user"]) for r in records] == [int, int] and all(type(r["item"]) is int for r in records)

@@ -636,7 +636,7 @@ class Recommender:
         rows = self._rows(users, self.users, self.user_trained, "user")
         exclude = self._history_required("seen items", "pass exclude_seen=False") if exclude_seen else None
         scores, item_rows = self.top_n(rows, n, exclude, self._candidates(items, min_ratings), rank_by)
-        return self._frame(users, scores, item_rows)
+        return self._frame(self.users.ids[rows], scores, item_rows)  # ids as the data stores them ("1" -> 1)
 
     def top_n(
         self,
