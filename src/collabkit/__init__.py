@@ -27,6 +27,7 @@ from collabkit.errors import (  # noqa: E402
     TrainingDivergedError,
     UnknownIdError,
 )
+from collabkit.estimators import MF, BayesianMF  # noqa: E402
 from collabkit.io import load_model, save_model  # noqa: E402
 from collabkit.metrics import mae, rmse  # noqa: E402
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN  # noqa: E402
@@ -37,6 +38,7 @@ from collabkit.recommend import Recommender  # noqa: E402
 from collabkit.training import Learner  # noqa: E402
 
 __all__ = [
+    "BayesianMF",
     "CollabDataLoaders",
     "CollabkitError",
     "DataError",
@@ -48,6 +50,7 @@ __all__ = [
     "ImplicitALS",
     "Interactions",
     "Learner",
+    "MF",
     "ModelFileError",
     "NotFittedError",
     "Popularity",
