@@ -76,9 +76,9 @@ def run_one(size: str, epochs: int, threads: int) -> dict:
     probe = users[held]
     hits = {}
     for name, m in (("ials", model), ("popular", chart)):
-        scores = m.score(inter.take(probe), probe)
-        scores[torch.from_numpy(np.repeat(np.arange(len(probe)), np.diff(inter.indptr)[probe])),
-               torch.from_numpy(np.concatenate([inter.indices[inter.indptr[u]:inter.indptr[u + 1]] for u in probe]))] = -torch.inf
+        seen = inter.take(probe)
+        scores = m.score(seen, probe)
+        scores[torch.from_numpy(seen.row_users()), torch.from_numpy(seen.indices)] = -torch.inf
         top = torch.topk(scores, 100, dim=1).indices.numpy()
         hits[name] = float((top == items[held][:, None]).any(1).mean())
     steady = times[1:] if len(times) >= 3 else times

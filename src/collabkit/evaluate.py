@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from collabkit.data.history import RatingHistory
+from collabkit.data.history import RatingHistory, entry_rows
 from collabkit.data.interactions import Interactions
 from collabkit.data.ratings import Duplicates, validate_ratings
 from collabkit.data.splits import kfold
@@ -137,8 +137,7 @@ def _refuse_overlap(
     trained = rec.interactions.row_users() * n_items + rec.interactions.indices
     overlap = np.isin(codes, trained)
     if train is not None:
-        split_train = np.repeat(np.arange(len(train.indptr) - 1), np.diff(train.indptr)) * n_items + train.indices
-        overlap &= ~np.isin(codes, split_train)
+        overlap &= ~np.isin(codes, train.pair_codes())
     overlap = int(overlap.sum())
     if overlap:
         raise DataError(
@@ -153,8 +152,8 @@ def _ranked_by(rec: Recommender, rank_by: str) -> str:
 
 def _popularity(rec: Recommender, history: RatingHistory) -> Recommender:
     """The most-popular chart of ``history``'s training pairs, in ``rec``'s rows, as a Recommender."""
-    users = np.repeat(np.arange(len(rec.users)), np.diff(history.indptr))
-    interactions = Interactions.from_rows(users, history.indices, None, len(rec.users), len(rec.items))
+    interactions = Interactions.from_rows(entry_rows(history.indptr), history.indices, None, len(rec.users),
+                                          len(rec.items))
     chart = Popularity().fit(interactions)
     return Recommender(None, rec.users, rec.items, rec.columns, None, None, rec.history, chart, interactions)
 

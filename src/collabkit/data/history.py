@@ -17,6 +17,22 @@ import numpy as np
 import torch
 
 
+def entry_rows(indptr: np.ndarray) -> np.ndarray:
+    """The row of every stored entry of a CSR matrix with row pointers ``indptr``."""
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+
+
+def gather_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, entries)`` of the CSR matrix made of ``rows`` (in that order): its row pointers, and the
+    positions of its entries in the original arrays. No Python loop."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = indptr[rows]
+    counts = indptr[rows + 1] - starts
+    out = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out, np.repeat(starts - out[:-1], counts) + np.arange(out[-1])
+
+
 @dataclass
 class RatingHistory:
     """Interactions and training coverage, by vocabulary row."""
@@ -61,12 +77,12 @@ class RatingHistory:
 
     def seen_pairs(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(k, item_row)`` for every item rated by ``user_rows[k]``, without a Python loop."""
-        user_rows = np.asarray(user_rows, dtype=np.int64)
-        starts, stops = self.indptr[user_rows], self.indptr[user_rows + 1]
-        counts = stops - starts
-        which = np.repeat(np.arange(len(user_rows)), counts)
-        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        return which, self.indices[np.repeat(starts, counts) + offsets]
+        indptr, entries = gather_rows(self.indptr, user_rows)
+        return entry_rows(indptr), self.indices[entries]
+
+    def pair_codes(self) -> np.ndarray:
+        """Every stored pair as one number, ``user_row * n_items + item_row`` (for set tests between pair lists)."""
+        return entry_rows(self.indptr) * len(self.item_counts) + self.indices
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """For safetensors: the arrays as tensors (the mean goes in the JSON config)."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from collabkit.data.history import entry_rows, gather_rows
 from collabkit.errors import DataError
 
 
@@ -90,16 +91,11 @@ class Interactions:
 
     def row_users(self) -> np.ndarray:
         """(nnz,) the user row of every stored entry."""
-        return np.repeat(np.arange(self.n_users), np.diff(self.indptr))
+        return entry_rows(self.indptr)
 
     def take(self, user_rows: np.ndarray) -> Interactions:
         """The rows of ``user_rows``, in that order, as a ``k × n_items`` matrix of their own (no Python loop)."""
-        user_rows = np.asarray(user_rows, dtype=np.int64)
-        starts, stops = self.indptr[user_rows], self.indptr[user_rows + 1]
-        counts = stops - starts
-        indptr = np.zeros(len(user_rows) + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        entries = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
+        indptr, entries = gather_rows(self.indptr, user_rows)
         return Interactions(indptr, self.indices[entries], self.values[entries], self.n_items, self.offset)
 
     def csr(self, n_cols: int | None = None, columns: np.ndarray | None = None) -> torch.Tensor:
@@ -119,12 +115,6 @@ class Interactions:
                 torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
                 (self.n_users, self.n_items if n_cols is None else n_cols), check_invariants=False,
             )
-
-    def dense(self) -> torch.Tensor:
-        """The matrix as a dense ``(n_users, n_items)`` float32 tensor (zeros where nothing happened)."""
-        out = torch.zeros(self.n_users, self.n_items)
-        out[torch.from_numpy(self.row_users()), torch.from_numpy(self.indices)] = torch.from_numpy(self.values)
-        return out
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """For safetensors (the two numbers as one-element tensors)."""
