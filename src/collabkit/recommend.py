@@ -400,9 +400,7 @@ class Recommender:
             item = items[bad[0]]
             if rows[bad[0]] != UNKNOWN:
                 raise UnknownIdError(f"item {item!r} appears only in the validation split: the model never trained on it")
-            close = difflib.get_close_matches(str(item), list(self._title_rows), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
-            raise UnknownIdError(f"unknown item id or title {item!r}{hint}")
+            raise UnknownIdError(f"unknown item id or title {item!r}{self._title_hint(str(item), 0.5)}")
         return rows
 
     def _item_rows(self, items: Sequence[Any]) -> np.ndarray:
@@ -425,10 +423,14 @@ class Recommender:
             item = items[k]
             if not isinstance(item, str) or (numeric_ids and self.items.parse([item])[0] != item):
                 continue
-            close = difflib.get_close_matches(item, list(self._title_rows), n=3, cutoff=0.6)
-            if numeric_ids or close:
-                hint = f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
+            hint = self._title_hint(item, 0.6)
+            if numeric_ids or hint:
                 raise UnknownIdError(f"unknown item title {item!r}{hint}")
+
+    def _title_hint(self, text: str, cutoff: float) -> str:
+        """``"; did you mean 'A', 'B'?"`` with the titles closest to ``text`` (``""`` when none is that close)."""
+        close = difflib.get_close_matches(text, list(self._title_rows), n=3, cutoff=cutoff)
+        return f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
 
     def title(self, item: Any) -> str | None:
         """The title of a raw item id, or ``None`` when titles are unknown."""

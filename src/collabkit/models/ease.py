@@ -87,8 +87,8 @@ class EASE(Ranker):
             raise DataError(f"no item has {self.min_count} or more interacting users: EASE has nothing to model")
         log.info("EASE: solving for %d x %d item weights (%d items below min_count %d left out)",
                  m, m, interactions.n_items - m, self.min_count)
-        self.items, self.n_items = torch.from_numpy(modelled), interactions.n_items
-        x = interactions.csr(m, self._columns())
+        self._set_items(torch.from_numpy(modelled), interactions.n_items)
+        x = interactions.csr(m, self.columns)
         with warnings.catch_warnings():  # torch calls its sparse support "beta"; this one product is all we use
             warnings.simplefilter("ignore", UserWarning)
             gram = (x.to_sparse_coo().t() @ x.to_dense()) if interactions.n_users * m <= 1 << 26 else \
@@ -103,16 +103,17 @@ class EASE(Ranker):
         self.prior = torch.from_numpy(TIE_BREAK * counts / counts.max())
         return self
 
-    def _columns(self) -> np.ndarray:
-        """Each item's column of ``weight`` (-1 for items left out)."""
-        columns = np.full(self.n_items, -1, dtype=np.int64)
-        columns[self.items.numpy()] = np.arange(len(self.items))
-        return columns
+    def _set_items(self, items: torch.Tensor, n_items: int) -> None:
+        """The modelled item rows, and ``columns``: each item's column of ``weight`` (-1 for one left out),
+        computed once here rather than for every block of users scored."""
+        self.items, self.n_items = items, n_items
+        self.columns = np.full(n_items, -1, dtype=np.int64)
+        self.columns[items.numpy()] = np.arange(len(items))
 
     def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
         self._fitted()
         out = torch.full((users.n_users, self.n_items), -torch.inf)
-        out[:, self.items] = users.csr(len(self.items), self._columns()) @ self.weight + self.prior
+        out[:, self.items] = users.csr(len(self.items), self.columns) @ self.weight + self.prior
         return out
 
     def similar_to(self, row: int) -> torch.Tensor:
@@ -135,5 +136,6 @@ class EASE(Ranker):
         items = tensors["items"].to(torch.int64)
         if m and (items.min() < 0 or items.max() >= n_items):
             raise ModelFileError(f"EASE's item rows run past the {n_items} items of vocab.json")
-        self.items, self.weight, self.n_items = items, tensors["weight"].float(), n_items
+        self._set_items(items, n_items)
+        self.weight = tensors["weight"].float()
         self.prior = tensors["prior"].float()
