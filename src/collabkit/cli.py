@@ -602,10 +602,14 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
 def _fit_ranker(
     rec: Recommender, name: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame
 ) -> None:
-    """Fit the ranking model, say how long it took, and print its validation top-10 beside popularity's."""
+    """Fit the ranking model beside the rating model, and report it (:func:`_report_ranker`)."""
     started = time.perf_counter()
     rec.fit_ranker(name)
-    seconds = time.perf_counter() - started
+    _report_ranker(rec, time.perf_counter() - started, train_frame, valid_frame)
+
+
+def _report_ranker(rec: Recommender, seconds: float, train_frame: pd.DataFrame, valid_frame: pd.DataFrame) -> None:
+    """Say how long the ranking model took, and print its validation top-10 beside popularity's."""
     rec.info["ranker_seconds"] = seconds  # (rec keeps its own copy of the training record)
     print(f"ranking model: {rec.ranker.name} {rec.ranker.config()} fitted in {seconds:.2f} s")
     if len(valid_frame) == 0:
@@ -624,8 +628,8 @@ def _train_implicit(args: argparse.Namespace, dataset: Dataset, started: float) 
     """Implicit feedback: a ranking model only (there are no ratings to predict)."""
     if args.ranker == "none":
         raise CliError("implicit feedback trains only a ranking model; --ranker none leaves nothing to train")
-    rating_options = [n for n in ("model", "epochs", "lr", "wd", "wd_mode", "bs", "y_range", "layers", "sweeps",
-                                  "solver", "n_factors") if getattr(args, n, None) is not None]
+    rating_options = [n for n in (*APPLIES["sgd"], *APPLIES["bayes"], "solver", "n_factors")
+                      if getattr(args, n, None) is not None]
     if rating_options or args.preset != "default":
         flags = ", ".join("--" + n.replace("_", "-") for n in rating_options) or f"--preset {args.preset}"
         raise CliError(f"{flags} set(s) up a rating model, and implicit feedback trains only a ranking model; "
@@ -636,11 +640,13 @@ def _train_implicit(args: argparse.Namespace, dataset: Dataset, started: float) 
         "data": dataset.name, "feedback": "implicit", **_split_record(args),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    fitting = time.perf_counter()
     rec = Recommender.from_interactions(train_frame, weight_col=str(train_frame.columns[2]), titles=titles,
-                                        ranker="popular", info=info)  # (the ranker proper is fitted below)
+                                        ranker=args.ranker, info=info)
+    seconds = time.perf_counter() - fitting
     print(f"{dataset.name}: {len(train_frame):,} train / {len(valid_frame):,} valid interactions ({args.split} split), "
           f"{len(rec.users):,} users, {len(rec.items):,} items; implicit feedback, ranking model only")
-    _fit_ranker(rec, args.ranker, train_frame, valid_frame)
+    _report_ranker(rec, seconds, train_frame, valid_frame)
     print(f"({time.perf_counter() - started:.2f} s in all)")
     if args.out is not None:
         rec.save(args.out)
