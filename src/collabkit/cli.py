@@ -562,33 +562,31 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
         lr = lr_curve.valley if args.lr is None else lr
     if not args.resume:
         fit(learn, config, lr=lr, checkpoint=args.checkpoint)
-    preds, targs = learn.get_preds()
-    if y_range is None and dls.train.n:  # the saved model clips to the training scale (Recommender.predict)
-        preds = preds.clamp(float(dls.train.y.min()), float(dls.train.y.max()))
-    valid_rmse = valid_mae = None
-    if dls.valid.n:
-        valid_rmse, valid_mae = rmse(preds, targs), mae(preds, targs)
-        print(f"\nvalid RMSE {valid_rmse:.4f}  MAE {valid_mae:.4f}  ({time.perf_counter() - started:.2f} s in all)")
-    else:
-        print(f"\nno validation split: trained on every rating ({time.perf_counter() - started:.2f} s in all); "
-              "score it on held-out data with `collabkit evaluate --test FILE`")
-
     info = {
         "data": dataset.name,
         "feedback": "explicit",
         **_split_record(args),
         "config": {**dataclasses.asdict(config), "lr": lr},
-        "valid_rmse": valid_rmse,
-        "valid_mae": valid_mae,
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "recorder": learn.recorder.to_dict(),
     }
+    titles = dataset.titles.to_dict() if len(dataset.titles) else None
+    recommender = Recommender.from_learner(learn, titles=titles, info=info)
+    info = recommender.info  # (from_learner keeps its own copy: record the rest there)
+    preds, targs = learn.get_preds()
+    preds = torch.from_numpy(recommender.on_scale(preds.cpu().numpy()))  # as the saved model will predict
+    info["valid_rmse"] = info["valid_mae"] = None
+    if dls.valid.n:
+        info["valid_rmse"], info["valid_mae"] = rmse(preds, targs), mae(preds, targs)
+        print(f"\nvalid RMSE {info['valid_rmse']:.4f}  MAE {info['valid_mae']:.4f}  "
+              f"({time.perf_counter() - started:.2f} s in all)")
+    else:
+        print(f"\nno validation split: trained on every rating ({time.perf_counter() - started:.2f} s in all); "
+              "score it on held-out data with `collabkit evaluate --test FILE`")
     if lr_curve is not None:
         info["lr_find"] = lr_curve.to_dict()
     if distributed.world_size() > 1:
         info["distributed"] = _distributed_check(learn)
-    titles = dataset.titles.to_dict() if len(dataset.titles) else None
-    recommender = Recommender.from_learner(learn, titles=titles, info=info)
     if args.ranker != "none" and distributed.is_main():
         _fit_ranker(recommender, args.ranker, train_frame, valid_frame)
     if args.show > 0 and dls.valid.n:

@@ -479,7 +479,7 @@ class Recommender:
         u_vec = users_or_average.index_select(0, torch.from_numpy(np.where(u_ok, u, len(self.users))))
         i_vec = items_or_average.index_select(0, torch.from_numpy(np.where(i_ok, i, len(self.items))))
         with torch.no_grad():
-            pred = self._on_scale(self.view.pair(u_vec, i_vec).cpu().numpy().astype(np.float64))
+            pred = self.on_scale(self.view.pair(u_vec, i_vec).cpu().numpy().astype(np.float64))
         neither = ~u_ok & ~i_ok
         if neither.any() and self.history is not None:
             pred[neither] = self.history.global_mean
@@ -660,7 +660,7 @@ class Recommender:
         how = self._rank_by(rank_by)
         width = len(self.items) if how == "ranking" else len(candidates)
         scores, rows = self._top_n(self._scorer(how, user_rows=user_rows), len(user_rows), seen, n, candidates, width)
-        return (self._on_scale(scores) if how == "rating" else scores), rows
+        return (self.on_scale(scores) if how == "rating" else scores), rows
 
     def _similar(self, sims: torch.Tensor, row: int, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         sims = sims.clone()
@@ -761,7 +761,7 @@ class Recommender:
             )
         return rows, numbers
 
-    def _on_scale(self, ratings: np.ndarray) -> np.ndarray:
+    def on_scale(self, ratings: np.ndarray) -> np.ndarray:
         """Predicted ratings clipped to the training ratings' scale, for models without a ``y_range`` (the
         default Bayesian PMF's dot product can say 5.6 on a 0.5-5 scale); a ``y_range`` already bounds them."""
         scale = self.rating_scale
@@ -884,11 +884,11 @@ class Recommender:
             score = self._scorer(how, new_vectors=new.vector[None, :])
         seen = (np.zeros(len(rows), dtype=np.int64), rows) if exclude_seen else None
         scores, top = self._top_n(score, 1, seen, n, self._candidates(items, min_ratings))
-        return self._frame(["new user"], self._on_scale(scores) if how == "rating" else scores, top)
+        return self._frame(["new user"], self.on_scale(scores) if how == "rating" else scores, top)
 
     def predict_new_user(self, new: NewUser, items: Sequence[Any]) -> np.ndarray:
         """Predicted ratings of a folded-in user for ``items`` (ids or titles)."""
         rows = self._trained_item_rows(_sequence(items))
         with torch.no_grad():
             scores = self.view.grid(new.vector[None, :], self.view.items[torch.from_numpy(rows)])[0].cpu().numpy()
-        return self._on_scale(scores)
+        return self.on_scale(scores)
