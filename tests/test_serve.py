@@ -30,6 +30,7 @@ pytest.importorskip("uvicorn")
 
 TOKEN = "test-reload-token"
 STARTUP_SECONDS = 90
+STALL_SECONDS = 2.0  # the "reloaded" server's request timeout
 
 
 def _train(folder: Path, seed: int, n_groups: int = 4) -> Recommender:
@@ -46,7 +47,8 @@ def _train(folder: Path, seed: int, n_groups: int = 4) -> Recommender:
 class Server:
     """A `collabkit.serve.run` subprocess; its stderr (the request log) goes to a file."""
 
-    def __init__(self, model_dir: Path, log_path: Path, token: str | None, watch: float | None) -> None:
+    def __init__(self, model_dir: Path, log_path: Path, token: str | None, watch: float | None,
+                 **options: float) -> None:
         self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -54,7 +56,7 @@ class Server:
         if token is not None:
             env["COLLABKIT_RELOAD_TOKEN"] = token
         code = (f"from collabkit.serve import run; run({str(model_dir)!r}, port={self.port}, "
-                f"watch_interval={watch!r})")
+                f"watch_interval={watch!r}" + "".join(f", {k}={v!r}" for k, v in options.items()) + ")")
         self._log = open(log_path, "wb")  # noqa: SIM115 - the server writes to it until stop()
         self.process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=self._log, stderr=self._log)
 
@@ -86,7 +88,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     first = _train(root / "first", seed=0)
     second = _train(root / "second", seed=1, n_groups=3)  # other users and items: a reload is visible
-    for name in ("main", "watched"):
+    for name in ("main", "watched", "reloaded"):
         shutil.copytree(root / "first", root / name)
     return {"root": root, "first": first, "second": second}
 
@@ -97,6 +99,8 @@ def servers(models):
     started = {
         "main": Server(root / "main", root / "main.log", token=TOKEN, watch=None),
         "watched": Server(root / "watched", root / "watched.log", token=None, watch=0.2),
+        "reloaded": Server(root / "reloaded", root / "reloaded.log", token=TOKEN, watch=None,
+                           request_timeout=STALL_SECONDS),
     }
     try:
         for server in started.values():
@@ -314,31 +318,56 @@ def test_schemathesis_finds_no_server_error(models):
     assert len(calls) >= 100 and {200, 404, 422} <= set(calls), sorted(set(calls))
 
 
-# --- reload (last: these change what the servers serve) ---------------------------------------
+# --- stalled clients --------------------------------------------------------------------------
+@pytest.mark.parametrize("sent", [b"", b"GET /health HTTP/1.1\r\nHost: x\r\n",
+                                  b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"],
+                         ids=["nothing", "half-a-header", "short-body"])
+def test_a_stalled_request_gets_408_and_its_connection_closes(servers, sent):
+    import socket
+
+    server = servers["reloaded"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=STALL_SECONDS + 20) as s:
+        s.sendall(sent)
+        started = time.monotonic()
+        answer = b""
+        while chunk := s.recv(4096):  # b"" once the server closes the connection
+            answer += chunk
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408") and b"in time" in answer, answer
+    assert STALL_SECONDS * 0.9 <= waited < STALL_SECONDS + 15, waited
+    # a whole request on a fresh connection is unaffected, and a keep-alive client may pause between requests
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.get("/health").status_code == 200
+        time.sleep(STALL_SECONDS * 1.2)
+        assert c.get("/health").status_code == 200
+
+
+# --- reload (each on a server of its own, so that the order of tests does not matter) -------------
 def test_reload_needs_the_token(client):
     assert client.post("/reload").status_code == 401
     r = client.post("/reload", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 403 and "wrong" in r.json()["detail"]
 
 
-def test_reload_refuses_a_corrupt_model_and_takes_a_good_one(client, servers, models):
-    root = models["root"]
-    before = client.get("/users/0/recommendations").json()
-    (root / "main" / "model.safetensors").write_bytes(b"not a safetensors file")
-    r = client.post("/reload", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert r.status_code == 409 and "still serving" in r.json()["detail"] and "corrupt" in r.json()["detail"]
-    _no_traceback(r)
-    assert client.get("/users/0/recommendations").json() == before
-    assert "corrupt" in client.get("/model").json()["last_reload_error"]
+def test_reload_refuses_a_corrupt_model_and_takes_a_good_one(servers, models):
+    with httpx.Client(base_url=servers["reloaded"].url, timeout=30) as client:
+        root = models["root"]
+        before = client.get("/users/0/recommendations").json()
+        (root / "reloaded" / "model.safetensors").write_bytes(b"not a safetensors file")
+        r = client.post("/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 409 and "still serving" in r.json()["detail"] and "corrupt" in r.json()["detail"]
+        _no_traceback(r)
+        assert client.get("/users/0/recommendations").json() == before
+        assert "corrupt" in client.get("/model").json()["last_reload_error"]
 
-    models["second"].save(root / "main")
-    r = client.post("/reload", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert r.status_code == 200 and r.json()["users"] == len(models["second"].users)
-    model = client.get("/model").json()
-    assert model["info"]["data"] == "planted seed 1" and model["reloads"] == 1 and model["last_reload_error"] is None
-    got = client.get("/users/0/recommendations", params={"n": 5}).json()["recommendations"]
-    assert [x["item"] for x in got] == models["second"].recommend([0], n=5)["item"].tolist()
-    assert client.get("/users/199/recommendations").status_code == 404  # 150 users now
+        models["second"].save(root / "reloaded")
+        r = client.post("/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200 and r.json()["users"] == len(models["second"].users)
+        model = client.get("/model").json()
+        assert model["info"]["data"] == "planted seed 1" and model["reloads"] == 1 and model["last_reload_error"] is None
+        got = client.get("/users/0/recommendations", params={"n": 5}).json()["recommendations"]
+        assert [x["item"] for x in got] == models["second"].recommend([0], n=5)["item"].tolist()
+        assert client.get("/users/199/recommendations").status_code == 404  # 150 users now
 
 
 def test_watching_refuses_a_corrupt_model_and_picks_up_a_good_one(servers, models):

@@ -76,6 +76,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -179,6 +186,9 @@ def _add_serve_command(commands) -> None:
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     serve.add_argument("--workers", type=_positive_int, default=1, help="server processes, one per core")
     serve.add_argument("--watch", type=float, metavar="SECONDS", help="reload when the model directory changes")
+    serve.add_argument("--request-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                       help="a request must arrive whole within this time, else 408 and the connection closes "
+                            "(default 10)")
 
 
 def _add_data_options(sub: argparse.ArgumentParser) -> None:
@@ -865,7 +875,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(
             f"collabkit serve needs the serve extra ({exc.name} is missing): pip install 'collabkit[serve]'"
         ) from exc
-    serve.run(args.model, host=args.host, port=args.port, workers=args.workers, watch_interval=args.watch)
+    serve.run(args.model, host=args.host, port=args.port, workers=args.workers, watch_interval=args.watch,
+              request_timeout=args.request_timeout)
     return 0
 
 

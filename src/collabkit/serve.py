@@ -57,6 +57,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, Strict
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from collabkit.errors import CollabkitError, DataError, ModelFileError, UnknownIdError
 from collabkit.io import FILES
@@ -79,6 +80,13 @@ MAX_ID_LENGTH = 300
 """The longest text id or title accepted."""
 MAX_BODY_BYTES = 1 << 20
 """Default request body limit (1 MiB); larger bodies get 413."""
+REQUEST_TIMEOUT = 10.0
+"""Seconds a client has to send one whole request (headers and body), counted from its first byte or
+from the moment it connects; a stalled connection then gets 408 and is closed."""
+KEEP_ALIVE_TIMEOUT = 5
+"""Seconds an idle keep-alive connection stays open between requests (uvicorn's own default, set on purpose)."""
+SHUTDOWN_TIMEOUT = 10
+"""Seconds that requests in flight get to finish on shutdown before their connections are closed."""
 
 # Environment variables through which :func:`run` hands its settings to worker processes
 # (uvicorn starts each worker by importing an app factory, so they cannot be passed as arguments).
@@ -87,6 +95,7 @@ _ENV_WATCH = "COLLABKIT_SERVE_WATCH_INTERVAL"
 _ENV_MAX_BODY = "COLLABKIT_SERVE_MAX_BODY_BYTES"
 _ENV_TORCH_THREADS = "COLLABKIT_SERVE_TORCH_THREADS"
 _ENV_LOG_LEVEL = "COLLABKIT_SERVE_LOG_LEVEL"
+_ENV_REQUEST_TIMEOUT = "COLLABKIT_SERVE_REQUEST_TIMEOUT"
 
 
 # --- request and response bodies ------------------------------------------------------------
@@ -691,6 +700,53 @@ def _add_docs_page(app: FastAPI) -> None:
         return get_swagger_ui_html(openapi_url=app.openapi_url, title="collabkit API", **assets)
 
 
+class DeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for receiving each request.
+
+    uvicorn closes idle keep-alive connections, but a client that connects and
+    sends nothing, half a header, or less body than it announced holds its
+    connection (and a file descriptor) for ever. Here the clock starts when the
+    connection opens or a request's first byte arrives, and stops when the
+    whole request is in; past ``$COLLABKIT_SERVE_REQUEST_TIMEOUT`` seconds the
+    client gets 408 and the connection is closed.
+    """
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._limit = float(os.environ.get(_ENV_REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        self._deadline = self.loop.call_later(self._limit, self._request_too_slow)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self._limit, self._request_too_slow)
+
+    def on_message_complete(self) -> None:
+        self._cancel_deadline()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _request_too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            body = b'{"detail":"the request did not arrive whole in time"}'
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        log.info(json.dumps({"event": "request timeout", "client": self.client and self.client[0],
+                             "seconds": self._limit}))
+        self.transport.close()
+
+
 def app_from_environment() -> FastAPI:
     """The app factory uvicorn's worker processes import (see :func:`run`); settings come from the environment."""
     model_dir = os.environ.get(_ENV_MODEL_DIR)
@@ -727,6 +783,7 @@ def run(
     max_body_bytes: int = MAX_BODY_BYTES,
     torch_threads: int = 1,
     log_level: str = "info",
+    request_timeout: float = REQUEST_TIMEOUT,
 ) -> None:
     """Serve ``model_dir`` with uvicorn until interrupted; see :func:`create_app` for the arguments.
 
@@ -735,6 +792,12 @@ def run(
     ModelFileError here, not a crash in a worker. With ``workers > 1`` each
     worker process holds its own copy, and ``POST /reload`` reloads only the
     worker that answers it: use ``watch_interval`` so that every worker reloads.
+
+    Timeouts, so that a slow or stalled client cannot hold a connection for
+    good: a request must arrive whole within ``request_timeout`` seconds (else
+    408 and the connection closes), an idle keep-alive connection closes after
+    :data:`KEEP_ALIVE_TIMEOUT`, and shutdown waits :data:`SHUTDOWN_TIMEOUT` for
+    requests in flight.
     """
     import uvicorn
 
@@ -747,7 +810,12 @@ def run(
     if workers > 1 and token is not None and watch_interval is None:
         log.warning(f"with {workers} workers, POST /reload reloads only the worker that answers it; "
                     "add a watch interval so that every worker picks up a new model")
-    options = {"host": host, "port": port, "access_log": False, "log_level": log_level, "server_header": False}
+    if not (isinstance(request_timeout, int | float) and 0 < request_timeout < math.inf):
+        raise ValueError(f"request_timeout must be a positive number of seconds, got {request_timeout!r}")
+    os.environ[_ENV_REQUEST_TIMEOUT] = str(request_timeout)  # read by DeadlineProtocol, in every worker
+    options = {"host": host, "port": port, "access_log": False, "log_level": log_level, "server_header": False,
+               "http": DeadlineProtocol, "timeout_keep_alive": KEEP_ALIVE_TIMEOUT,
+               "timeout_graceful_shutdown": SHUTDOWN_TIMEOUT}
     if workers == 1:
         app = create_app(model_dir, token, watch_interval, max_body_bytes, torch_threads)
         uvicorn.run(app, **options)
