@@ -67,6 +67,30 @@ def l2_penalty(params: Iterable[torch.Tensor], wd: float) -> torch.Tensor:
     return wd * sum((p * p).sum() for p in params)
 
 
+def _without_dynamo_guard(method):
+    """``method`` as written, without the ``torch._disable_dynamo`` wrapper torch puts around it.
+
+    That wrapper imports ``torch._dynamo`` on its first call, about 2 s in a
+    fresh process, which made building the first optimizer cost more than the
+    lesson's whole five-epoch fit. The guard only matters while
+    ``torch.compile`` traces the call, and no collabkit code builds an
+    optimizer inside a compiled function.
+    """
+    return getattr(method, "__wrapped__", method)
+
+
+class AdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` (the same class, steps and state) that builds without importing ``torch._dynamo``."""
+
+    add_param_group = _without_dynamo_guard(torch.optim.AdamW.add_param_group)
+
+
+class AdamL2(torch.optim.Adam):
+    """``torch.optim.Adam`` (gradient-form weight decay) that builds without importing ``torch._dynamo``."""
+
+    add_param_group = _without_dynamo_guard(torch.optim.Adam.add_param_group)
+
+
 def Adam(  # noqa: N802 - the lesson's (fastai's) name
     params: Iterable,
     lr: float = 1e-3,
@@ -80,9 +104,10 @@ def Adam(  # noqa: N802 - the lesson's (fastai's) name
 
     ``decouple_wd=True`` returns ``torch.optim.AdamW`` (``p -= lr·wd·p``);
     ``False`` returns ``torch.optim.Adam``, whose ``weight_decay`` adds
-    ``wd·p`` to the gradient. The fused kernel is used where torch has one.
+    ``wd·p`` to the gradient (both as the subclasses above, which only build
+    faster). The fused kernel is used where torch has one.
     """
-    cls = torch.optim.AdamW if decouple_wd else torch.optim.Adam
+    cls = AdamW if decouple_wd else AdamL2
     params = list(params)
     try:
         return cls(params, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd, fused=True)
