@@ -262,6 +262,9 @@ def _add_train_options(sub: argparse.ArgumentParser) -> None:
     )
     fit.add_argument("--layers", type=_positive_int, nargs="+", help="hidden layers of --model nn")
     fit.add_argument("--epochs", type=_positive_int)
+    fit.add_argument("--early-stop", type=_positive_int, metavar="PATIENCE",
+                     help="sgd: stop when the validation loss has not improved for PATIENCE epochs, and keep the "
+                     "best epoch's weights (the epoch is chosen on the validation rows, so their RMSE is optimistic)")
     fit.add_argument("--lr", type=float, help="peak learning rate of the 1cycle schedule")
     fit.add_argument("--wd", type=float, help="weight decay")
     fit.add_argument("--wd-mode", choices=WD_MODES, help="how weight decay is applied")
@@ -375,7 +378,7 @@ def _device(name: str) -> torch.device:
 SOLVER_PRESET = {"sgd": "lesson", "bayes": "default", "sparse": "sparse"}
 """Where a --solver that differs from the preset's takes its settings from: that solver's own preset."""
 APPLIES = {
-    "sgd": ("model", "epochs", "lr", "wd", "wd_mode", "bs", "y_range", "layers"),
+    "sgd": ("model", "epochs", "lr", "wd", "wd_mode", "bs", "y_range", "layers", "early_stop"),
     "sparse": ("epochs", "lr", "wd", "bs"),
     "bayes": ("sweeps",),
 }
@@ -415,6 +418,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
             bs=args.bs,
             threads=args.threads,
             seed=args.seed,
+            patience=getattr(args, "early_stop", None),
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -462,6 +466,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     several = args.nproc > 1 or distributed.launched_by_torchrun()
     if config.solver != "sgd" and (args.lr_find or args.checkpoint or several):
         raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
+    if config.patience is not None:
+        _check_early_stop(args, several)
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         return distributed.launch(_without_nproc(args.argv), args.nproc)
     if not distributed.launched_by_torchrun():
@@ -541,6 +547,28 @@ def _interaction_table(args: argparse.Namespace, dataset: Dataset) -> Dataset:
     return dataclasses.replace(dataset, ratings=frame, rating_col=weight)
 
 
+def _early_stop_report(learn, config: TrainConfig) -> str:
+    """One line: where --early-stop stopped and which epoch's weights were kept."""
+    valid = [row[1] for row in learn.recorder.values]
+    best = min(range(len(valid)), key=valid.__getitem__)
+    ran = len(valid)
+    when = (f"stopped after epoch {ran - 1} of {config.epochs}" if ran < config.epochs
+            else f"ran all {config.epochs} epochs")
+    return (f"early stopping: {when}; kept the weights of epoch {best} (valid_loss {valid[best]:.6f}), "
+            "chosen on the validation rows")
+
+
+def _check_early_stop(args: argparse.Namespace, several: bool) -> None:
+    """--early-stop needs validation rows that are not the test set, in one process."""
+    if several:
+        raise CliError("--early-stop runs in one process; drop --nproc (or --early-stop)")
+    if args.split in ML_100K_SPLITS:
+        raise CliError(f"--early-stop chooses the epoch on the validation rows, which with --split {args.split} "
+                       "are that split's test set; use --split random (or drop --early-stop)")
+    if args.split in ("random", "temporal") and args.valid_pct == 0:
+        raise CliError("--early-stop needs validation rows to watch; drop --valid-pct 0 (or --early-stop)")
+
+
 def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) -> int:
     started = time.perf_counter()
     dataset = _load_table(args)
@@ -572,6 +600,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
         lr = lr_curve.valley if args.lr is None else lr
     if not args.resume:
         fit(learn, config, lr=lr, checkpoint=args.checkpoint)
+    if config.patience is not None:
+        print(_early_stop_report(learn, config))
     info = {
         "data": dataset.name,
         "feedback": "explicit",

@@ -40,13 +40,15 @@ from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias, Embedding, EmbeddingNN, Module, create_params, sigmoid_range
 from collabkit.models.nn import emb_sz_rule
 from collabkit.training import Adam, Learner, MSELossFlat
-from collabkit.training.callbacks import Callback
+from collabkit.training.callbacks import Callback, CancelFitException, EarlyStoppingCallback, SaveModelCallback
 
 __all__ = [
     "F",
     "Adam",
     "Callback",
+    "CancelFitException",
     "CollabDataLoaders",
+    "EarlyStoppingCallback",
     "Embedding",
     "EmbeddingDotBias",
     "EmbeddingNN",
@@ -54,6 +56,7 @@ __all__ = [
     "MSELossFlat",
     "Module",
     "Path",
+    "SaveModelCallback",
     "URLs",
     "collab_learner",
     "create_params",

@@ -1,6 +1,12 @@
 """Learner: fit, fit_one_cycle, lr_find, weight decay, callbacks."""
 
-from collabkit.training.callbacks import Callback, ProgressCallback
+from collabkit.training.callbacks import (
+    Callback,
+    CancelFitException,
+    EarlyStoppingCallback,
+    ProgressCallback,
+    SaveModelCallback,
+)
 from collabkit.training.learner import Learner
 from collabkit.training.losses import MSELossFlat
 from collabkit.training.lr_find import LRFinderResult
@@ -12,10 +18,13 @@ __all__ = [
     "WD_MODES",
     "Adam",
     "Callback",
+    "CancelFitException",
+    "EarlyStoppingCallback",
     "LRFinderResult",
     "Learner",
     "MSELossFlat",
     "ProgressCallback",
     "Recorder",
+    "SaveModelCallback",
     "one_cycle",
 ]

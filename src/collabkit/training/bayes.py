@@ -37,6 +37,7 @@ exactly like any other.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -47,6 +48,8 @@ import torch
 
 from collabkit.errors import TrainingDivergedError
 from collabkit.models import DotProductBias
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,7 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     reports = math.ceil((config.sweeps - config.burn_in) / config.report_every)
     summed = 0  # kept samples already in train_sum
     started = time.perf_counter()
+    warned_cancel = False
     with learn.fitting(reports) as callbacks:
         for sweep in range(config.sweeps):
             U, V, V_mean, g, h, alpha = gibbs_sweep(
@@ -266,8 +270,10 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
                 report = len(learn.recorder.values)
                 learn.record_epoch(report, row, sweep + 1, time.perf_counter() - started)
                 started = time.perf_counter()
-                for cb in callbacks:
-                    cb.after_epoch(learn, report)
+                if learn.after_epoch(callbacks, report) and not warned_cancel:
+                    warned_cancel = True  # the model's width is kept samples x factors, fixed before sampling
+                    log.warning("a callback asked to stop early; the Gibbs sampler keeps a fixed number of samples, "
+                                "so it runs all %d sweeps", config.sweeps)
     scale = 1.0 / math.sqrt(len(kept_u))
     device = model.u_weight.weight.device
     with torch.no_grad():

@@ -1,7 +1,10 @@
-"""Hooks into the training loop, and the progress display built on them."""
+"""Hooks into the training loop: the progress display, and stopping early with the best epoch's weights."""
 
 from __future__ import annotations
 
+import copy
+import logging
+import math
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -9,6 +12,16 @@ from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
     from collabkit.training.learner import Learner
+
+log = logging.getLogger(__name__)
+
+
+class CancelFitException(Exception):
+    """Raised by a callback's ``after_epoch`` to end the fit after this epoch (fastai's name).
+
+    The learner finishes the epoch (every callback's ``after_epoch`` runs),
+    then stops, and ``after_fit`` runs as after any fit.
+    """
 
 
 class Callback:
@@ -77,3 +90,91 @@ class ProgressCallback(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class _Monitor(Callback):
+    """Watches one column of the epoch table (``valid_loss`` or a metric's name); lower is better
+    unless ``higher_is_better``. Remembers the best value, and the epoch it came in."""
+
+    def __init__(self, monitor: str = "valid_loss", min_delta: float = 0.0, higher_is_better: bool = False) -> None:
+        if not (math.isfinite(min_delta) and min_delta >= 0):
+            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+        self.monitor, self.min_delta, self.sign = monitor, min_delta, -1.0 if higher_is_better else 1.0
+
+    def before_fit(self, learn: Learner, n_epoch: int) -> None:
+        from collabkit import distributed
+
+        names = learn.recorder.metric_names
+        if self.monitor not in names:
+            raise ValueError(f"{type(self).__name__} watches {self.monitor!r}, which this fit does not record; "
+                             f"choose one of {names}")
+        if not learn.dls.valid.n and self.monitor != "train_loss":
+            raise ValueError(f"{type(self).__name__} watches {self.monitor!r}, but there is no validation split: "
+                             "give the data a validation share")
+        if distributed.world_size() > 1:
+            raise ValueError(f"{type(self).__name__} runs in one process; train without --nproc/torchrun")
+        self.best, self.best_epoch = math.inf, None
+
+    def improved(self, learn: Learner, epoch: int) -> bool:
+        """Whether this epoch beat the best so far by more than ``min_delta`` (and remember it if so)."""
+        value = self.sign * learn.recorder.values[-1][learn.recorder.metric_names.index(self.monitor)]
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch = value, epoch
+            return True
+        return False
+
+
+class EarlyStoppingCallback(_Monitor):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs in a row.
+
+    As fastai's callback of that name: it only stops; add :class:`SaveModelCallback`
+    to end with the best epoch's weights instead of the last epoch's.
+    """
+
+    def __init__(self, monitor: str = "valid_loss", min_delta: float = 0.0, patience: int = 1,
+                 higher_is_better: bool = False) -> None:
+        super().__init__(monitor, min_delta, higher_is_better)
+        if not (isinstance(patience, int) and patience >= 1):
+            raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
+        self.patience = patience
+        self.stopped_epoch: int | None = None
+
+    def before_fit(self, learn: Learner, n_epoch: int) -> None:
+        super().before_fit(learn, n_epoch)
+        self.stopped_epoch = None
+
+    def after_epoch(self, learn: Learner, epoch: int) -> None:
+        if self.improved(learn, epoch) or epoch - self.best_epoch < self.patience:
+            return
+        self.stopped_epoch = epoch
+        log.info("early stopping after epoch %d: %s has not improved for %d epoch(s) (best %.6g in epoch %d)",
+                 epoch, self.monitor, self.patience, self.sign * self.best, self.best_epoch)
+        raise CancelFitException(f"no improvement in {self.monitor} for {self.patience} epoch(s)")
+
+
+class SaveModelCallback(_Monitor):
+    """Keep a copy of the weights of the epoch with the best ``monitor``, and put them back when the fit ends.
+
+    fastai's callback writes them to a file; here the copy is kept in memory
+    (collaborative-filtering tables are small next to the machine's memory),
+    and ``learn.model`` ends the fit holding the best epoch's weights. The
+    optimizer's state is not restored.
+    """
+
+    def before_fit(self, learn: Learner, n_epoch: int) -> None:
+        super().before_fit(learn, n_epoch)
+        self.best_state: dict | None = None
+
+    def after_epoch(self, learn: Learner, epoch: int) -> None:
+        if self.improved(learn, epoch):
+            self.best_state = copy.deepcopy(learn.model.state_dict())
+
+    def after_fit(self, learn: Learner) -> None:
+        if self.best_state is None:
+            return
+        last = len(learn.recorder.values) - 1
+        if self.best_epoch != last:
+            log.info("keeping the weights of epoch %d (best %s %.6g), not the last epoch's",
+                     self.best_epoch, self.monitor, self.sign * self.best)
+        learn.model.load_state_dict(self.best_state)
+        self.best_state = None

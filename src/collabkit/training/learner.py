@@ -6,7 +6,8 @@ A training run is :meth:`Learner._run`, top to bottom, inside
 per epoch, per batch forward, loss (plus the L2 term in ``"l2-loss"`` mode),
 backward, step, and finally validate and record. Where autograd is not needed
 the step is :func:`~collabkit.models.dot.dot_bias_mse_grads`'s hand-written
-gradients and the optimizer. Callbacks observe; they do not steer.
+gradients and the optimizer. Callbacks observe; the one thing they may do is
+stop the fit after an epoch, by raising :class:`CancelFitException`.
 
 The lesson's exact case (a ``DotProductBias``, collabkit's or the lesson's own
 class, ``MSELossFlat``, Adam/AdamW on the CPU) runs the same steps in one
@@ -36,7 +37,7 @@ from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
 from collabkit.errors import DataError, ModelFileError, TrainingDivergedError
 from collabkit.models.dot import dot_bias_mse_grads, is_stock_dot_bias
-from collabkit.training.callbacks import Callback, ProgressCallback
+from collabkit.training.callbacks import Callback, CancelFitException, ProgressCallback
 from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from collabkit.training.fused import FusedDotBiasAdam
 from collabkit.training.losses import MSELossFlat
@@ -286,8 +287,8 @@ class Learner:
                 self.record_epoch(epoch, row, len(rec.losses), time.perf_counter() - start)
                 if main_rank and checkpoint is not None:
                     save_checkpoint(checkpoint, self._state(epoch + 1, n_epoch, spec, wd, opt, schedule))
-                for cb in callbacks:
-                    cb.after_epoch(self, epoch)
+                if self.after_epoch(callbacks, epoch):
+                    break
 
     # --- what every solver shares: callbacks and the epoch record ----------------
     @contextlib.contextmanager
@@ -304,6 +305,16 @@ class Learner:
             finally:
                 for cb in callbacks:
                     cb.after_fit(self)
+
+    def after_epoch(self, callbacks: Sequence[Callback], epoch: int) -> bool:
+        """Run every callback's ``after_epoch``; whether one of them asked to stop (:class:`CancelFitException`)."""
+        cancelled = False
+        for cb in callbacks:
+            try:
+                cb.after_epoch(self, epoch)
+            except CancelFitException:
+                cancelled = True
+        return cancelled
 
     def fit_callbacks(self, cbs=None) -> list[Callback]:
         """The callbacks of a fit (none on ranks other than 0), with the recorder's columns set."""

@@ -21,7 +21,7 @@ from collabkit.data.ratings import Duplicates
 from collabkit.metrics import rmse
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rule
 from collabkit.training.bayes import BayesConfig, fit_bayes
-from collabkit.training.callbacks import Callback
+from collabkit.training.callbacks import Callback, EarlyStoppingCallback, SaveModelCallback
 from collabkit.training.learner import Learner
 from collabkit.training.sparse import fit_sparse
 
@@ -56,6 +56,7 @@ class TrainConfig:
     sweeps: int = BayesConfig.sweeps  # the Gibbs sampler's own defaults, stated once (in BayesConfig)
     burn_in: int = BayesConfig.burn_in
     thin: int = BayesConfig.thin
+    patience: int | None = None  # sgd: stop when valid_loss has not improved for this many epochs, keep the best
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -71,6 +72,9 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 and wd >= 0, got lr={self.lr}, wd={self.wd}")
         if self.solver == "bayes":
             self.bayes()  # checks sweeps, burn_in, thin
+        if self.patience is not None and (self.solver != "sgd" or self.patience < 1):
+            raise ValueError(f"patience (early stopping) is a positive number of epochs for the sgd solver, "
+                             f"got {self.patience!r} with solver {self.solver!r}")
 
     def bayes(self) -> BayesConfig:
         """The Gibbs sampler's settings."""
@@ -175,5 +179,6 @@ def fit(learn: Learner, config: TrainConfig, lr: float | None = None, checkpoint
     elif config.solver == "sparse":
         fit_sparse(learn, epochs=config.epochs, lr=lr, reg=config.wd, seed=config.seed)
     else:
-        learn.fit_one_cycle(config.epochs, lr, wd=config.wd, checkpoint=checkpoint)
+        stop = [] if config.patience is None else [EarlyStoppingCallback(patience=config.patience), SaveModelCallback()]
+        learn.fit_one_cycle(config.epochs, lr, wd=config.wd, checkpoint=checkpoint, cbs=stop)
 

@@ -233,7 +233,7 @@ def fit_sparse(
                 valid = learn.validate_or_nan()
                 model.u_bias.weight.copy_(trained_bias)
             learn.record_epoch(epoch, [train_mse, *valid], len(rec.losses), time.perf_counter() - started)
-            for cb in callbacks:
-                cb.after_epoch(learn, epoch)
+            if learn.after_epoch(callbacks, epoch):
+                break
     with torch.no_grad():
         model.u_bias.weight += mu
