@@ -143,3 +143,14 @@ def test_train_on_synthetic_data_by_size(capsys):
     assert "synthetic:60k: 48,000 train / 12,000 valid ratings" in out and "600 users, 120 items" in out
     rmse = float(out.split("valid RMSE")[1].split()[0])
     assert 0.5 < rmse < 0.63  # the planted noise is 0.5; one epoch leaves 0.65
+
+
+def test_a_semicolon_file_is_named_and_trains_with_sep(ratings_csv, tmp_path, capsys):
+    path = tmp_path / "semi.csv"
+    pd.read_csv(ratings_csv).to_csv(path, sep=";", index=False)
+    args = ["train", "--data", str(path), "--user-col", "uid", "--item-col", "iid", "--rating-col", "stars", *FAST]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "may not be comma-separated" in err and "--sep ';'" in err and "Traceback" not in err
+    assert main([*args, "--sep", ";", "--ranker", "none"]) == 0
+    assert "valid RMSE" in capsys.readouterr().out

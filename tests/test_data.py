@@ -82,6 +82,38 @@ def test_read_ratings_file_csv_and_parquet(tmp_path):
         read_ratings_file(tmp_path / "nope.csv")
 
 
+@pytest.mark.parametrize(("sep", "name"), [(";", "semicolon"), ("\t", "tab")])
+def test_a_file_in_another_separator_is_named_and_reads_with_sep(tmp_path, sep, name):
+    path = tmp_path / "r.csv"
+    frame().to_csv(path, index=False, sep=sep)
+    with pytest.raises(DataError, match=f"may not be comma-separated.*looks {name}-separated, so pass --sep"):
+        read_ratings_file(path)
+    pd.testing.assert_frame_equal(read_ratings_file(path, sep=sep), frame())
+
+
+def test_errors_name_the_files_line_with_plain_values(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating\n1,a,4\n\n2,b,\n3,c,abc\n4,d,2\n")  # line 3 is blank
+    table = read_ratings_file(path)
+    with pytest.raises(DataError, match=r"non-numeric rating\(s\) in column 'rating'; first: line 5: user=3, "
+                                        r"item='c', rating='abc'$"):
+        validate_ratings(table)
+    path.write_text("user,item,rating\n1,a,4\n\n2,b,\n3,c,5\n")
+    with pytest.raises(DataError, match=r"NaN or infinite in column 'rating'; first: line 4: user=2, item='b', "
+                                        r"rating=\(empty\)$"):
+        validate_ratings(read_ratings_file(path))
+    with pytest.raises(DataError, match=r"first: row 1: user=1, item='b', rating=\(empty\)"):  # not from a file
+        validate_ratings(frame(rating=[4.0, np.nan, 5.0, 2.0, 1.0]))
+
+
+def test_a_rating_beyond_float32_is_refused_not_turned_into_infinity(tmp_path, recwarn):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating\n1,a,4\n2,b,7e99\n")
+    with pytest.raises(DataError, match=r"beyond ±3.4e38.*line 3: user=2, item='b', rating=7e\+99"):
+        validate_ratings(read_ratings_file(path))
+    assert not [w for w in recwarn if "overflow" in str(w.message)]
+
+
 # --- vocabulary -----------------------------------------------------------------------
 def test_vocabulary_is_sorted_has_no_na_row_and_reports_unknowns():
     v = Vocabulary.from_values(["b", "a", "c", "a"], name="title")

@@ -83,6 +83,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _separator(text: str) -> str:
+    """--sep: one character; a tab may be written as \\t or tab, as a shell passes them."""
+    sep = {"\\t": "\t", "tab": "\t"}.get(text, text)
+    if len(sep) != 1:
+        raise argparse.ArgumentTypeError(f"must be one character such as ';' or \\t, got {text!r}")
+    return sep
+
+
+def _add_sep(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sep", type=_separator, metavar="CHAR",
+                        help="the column separator of the text files given (default: comma for .csv, sniffed "
+                        "otherwise); \\t for tabs")
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -204,6 +218,7 @@ def _add_data_options(sub: argparse.ArgumentParser) -> None:
     data.add_argument("--item-col", help="item id column of a ratings file (default: the second column)")
     data.add_argument("--rating-col", help="rating column of a ratings file (default: the third column)")
     data.add_argument("--title-col", help="item title column of a ratings file, shown beside predictions")
+    _add_sep(data)
     data.add_argument(
         "--duplicates", choices=DUPLICATE_POLICIES,
         help="repeated (user, item) pairs (default: error; keep for synthetic data, whose repeats are separate draws "
@@ -305,6 +320,7 @@ def _add_use_commands(commands) -> None:
     predict.add_argument("--pairs", type=Path, help="a CSV of pairs (columns named as in training, or the first two)")
     predict.add_argument("--output", type=Path, help="write the predictions to this CSV file (default with --pairs: stdout)")
     predict.add_argument("--strict", action="store_true", help="fail on ids the model never trained on")
+    _add_sep(predict)
 
     recommend = command("recommend", "recommend the top items for users, or for a new user's ratings")
     recommend.add_argument("--user", nargs="+", help="one or more user ids")
@@ -312,6 +328,7 @@ def _add_use_commands(commands) -> None:
                            help="someone new: a CSV of their items and ratings (columns named as in training, else the "
                            "first two), or of items alone for the ranking model")
     recommend.add_argument("-n", type=_positive_int, default=10, help="how many items per user")
+    _add_sep(recommend)
     recommend.add_argument("--include-seen", action="store_true", help="keep items the user has already rated")
     recommend.add_argument("--min-ratings", type=_non_negative_int, default=0,
                            help="only recommend items with at least this many training ratings (default 0)")
@@ -348,7 +365,7 @@ def _load_table(args: argparse.Namespace) -> Dataset:
         return load_dataset(args.data, args.data_dir)
     if not path.exists():
         raise CliError(f"--data {args.data!r} is neither a dataset name ({', '.join(REGISTRY)}) nor an existing file")
-    frame = read_ratings_file(path)
+    frame = read_ratings_file(path, args.sep)
     columns = list(frame.columns)
     user = args.user_col or (columns[0] if columns else "")
     item = args.item_col or (columns[1] if len(columns) > 1 else "")
@@ -724,7 +741,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_file(args: argparse.Namespace, rec: Recommender) -> int:
     """evaluate --test FILE: the file is the test set; the model's own training pairs are what it saw."""
-    test = read_ratings_file(args.test)
+    test = read_ratings_file(args.test, args.sep)
     wanted = [args.user_col or rec.columns["user"], args.item_col or rec.columns["item"],
               args.rating_col or rec.columns.get("rating") or ""]
     if rec.predicts_ratings:
@@ -789,7 +806,7 @@ def _show(frame: pd.DataFrame, as_json: bool, title: str | None = None) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model)
     if args.pairs is not None:
-        pairs = read_ratings_file(args.pairs)
+        pairs = read_ratings_file(args.pairs, args.sep)
         cols = [rec.columns["user"], rec.columns["item"]]
         if not set(cols) <= set(pairs.columns):
             if pairs.shape[1] < 2:
@@ -816,7 +833,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if (args.user is None) == (args.ratings is None):
         raise CliError("give either --user ID [ID ...] or --ratings FILE (a new user's ratings): exactly one of them")
     if args.ratings is not None:
-        out = rec.recommend_new_user(read_ratings_file(args.ratings), n=args.n, exclude_seen=not args.include_seen,
+        out = rec.recommend_new_user(read_ratings_file(args.ratings, args.sep), n=args.n, exclude_seen=not args.include_seen,
                                      rank_by=args.rank_by, min_ratings=args.min_ratings)
     else:
         out = rec.recommend(args.user, n=args.n, exclude_seen=not args.include_seen, min_ratings=args.min_ratings,

@@ -29,9 +29,26 @@ class RatingRangeWarning(UserWarning):
     """Ratings fall outside the model's ``y_range`` and can never be predicted."""
 
 
+LINE_OFFSET = "line_offset"
+"""The ``attrs`` key of a table read by :func:`read_ratings_file`: a row's index plus this is its line in the file."""
+
+
 def _rows_preview(frame: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int = 3) -> str:
+    """The first rows where ``mask`` holds, as ``line 4: user=3, item=1, rating='abc'`` (``row`` for a table
+    that did not come from a file), with plain Python values: no ``np.float64(...)``, and an empty cell said so."""
     rows = frame[np.asarray(mask)].head(limit)
-    return "; ".join(f"row {idx}: {dict(row)}" for idx, row in rows.iterrows())
+    offset = frame.attrs.get(LINE_OFFSET)
+    where, offset = ("row", 0) if offset is None else ("line", offset)
+
+    def cell(value) -> str:
+        if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+            return "(empty)"
+        return repr(value.item() if isinstance(value, np.generic) else value)
+
+    return "; ".join(
+        f"{where} {idx + offset}: " + ", ".join(f"{col}={cell(value)}" for col, value in zip(rows.columns, values))
+        for idx, values in zip(rows.index, rows.itertuples(index=False, name=None))
+    )
 
 
 def _resolve_column(frame: pd.DataFrame, name: str | None, position: int, role: str) -> str:
@@ -103,7 +120,7 @@ def validate_ratings(
         raise DataError(f"user, item and rating columns must differ, got {user_col!r}, {item_col!r}, {rating_col!r}")
 
     extra = [c for c in keep_columns if c in frame.columns and c not in (user_col, item_col, rating_col)]
-    out = frame[[user_col, item_col, rating_col, *extra]].reset_index(drop=True)
+    out = frame[[user_col, item_col, rating_col, *extra]].copy()  # the index (a file's lines) names bad rows
 
     raw = out[rating_col]
     numeric = pd.to_numeric(raw, errors="coerce")
@@ -119,6 +136,12 @@ def validate_ratings(
         raise DataError(
             f"{int(not_finite.sum())} rating(s) are NaN or infinite in column {rating_col!r}; first: "
             + _rows_preview(out, not_finite)
+        )
+    too_big = np.abs(values) > np.finfo(np.float32).max
+    if too_big.any():
+        raise DataError(
+            f"{int(too_big.sum())} rating(s) in column {rating_col!r} are beyond ±3.4e38, too large to be ratings; "
+            "first: " + _rows_preview(out, too_big)
         )
     out[rating_col] = values.astype(np.float32)
     out[user_col] = _clean_ids(out[user_col], "user")
@@ -139,7 +162,7 @@ def validate_ratings(
             out = out.groupby(pair, sort=False, as_index=False).agg(agg)
             out[rating_col] = out[rating_col].astype(np.float32)
         elif duplicates == "last":
-            out = out.drop_duplicates(pair, keep="last").reset_index(drop=True)
+            out = out.drop_duplicates(pair, keep="last")
         if duplicates == "keep":
             log.warning(
                 "%d rows share a (user, item) pair with another row; they are kept as separate samples "
@@ -153,7 +176,7 @@ def validate_ratings(
         n = out[col].nunique()
         if n < min_ids:
             raise DataError(f"collaborative filtering needs at least {min_ids} distinct {role}s; column {col!r} has {n}")
-    return out
+    return out.reset_index(drop=True)
 
 
 def check_rating_scale(ratings: np.ndarray, column: str) -> None:
@@ -222,15 +245,33 @@ def read_ratings_file(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     if sep is None and suffix == ".csv":
         sep = ","
     try:
-        frame = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c", dtype=str)
+        frame = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c", dtype=str, skip_blank_lines=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"cannot parse ratings file {str(path)!r}: {exc}") from exc
+    frame = frame.dropna(how="all")  # blank lines: dropped, but their index stays counted, as their lines
+    _check_separator(frame, path, sep)
     if len(frame.columns) and all(_NUMBER.fullmatch(str(c).strip()) for c in frame.columns):
         raise DataError(
             f"the first line of {str(path)!r} is all numbers ({', '.join(map(str, frame.columns[:3]))}, ...): it looks "
             "like a rating, not a header, and would be lost as one; add a header line such as user,item,rating"
         )
-    return frame.apply(_typed_column)
+    typed = frame.apply(_typed_column)
+    typed.attrs[LINE_OFFSET] = 2  # the header is line 1, the row with index 0 line 2
+    return typed
+
+
+def _check_separator(frame: pd.DataFrame, path: Path, sep: str | None) -> None:
+    """Refuse a file read as one column whose header holds another common separator."""
+    if len(frame.columns) != 1:
+        return
+    header = str(frame.columns[0])
+    for other, name in ((";", "semicolon"), ("\t", "tab"), ("|", "'|'"), (",", "comma")):
+        if other != sep and other in header:
+            said = "comma" if sep == "," else repr(sep)
+            raise DataError(
+                f"{str(path)!r} may not be {said}-separated: read so, it has one column, {header!r}; it looks "
+                f"{name}-separated, so pass --sep {other!r} (sep={other!r})"
+            )
 
 
 _INTEGER = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
