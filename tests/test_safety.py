@@ -342,3 +342,60 @@ def test_json_ids_come_out_as_the_data_stores_them(tmp_path, rec, capsys):
     assert main(["recommend", "--model", str(tmp_path / "m"), "--user", "3", "-n", "2", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [type(r["user"]) for r in records] == [int, int] and all(type(r["item"]) is int for r in records)
+
+
+def _damaged_copy(tmp_path, rec, change) -> str:
+    """``rec`` saved to a fresh folder, with ``change(folder)`` applied; the folder."""
+    folder = tmp_path / "m"
+    rec.save(folder)
+    change(folder)
+    return str(folder)
+
+
+def _edit_config(edit):
+    def change(folder):
+        config = json.loads((folder / "config.json").read_text())
+        edit(config)
+        (folder / "config.json").write_text(json.dumps(config))
+    return change
+
+
+def _negative_counts(folder):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(folder / "history.safetensors"))
+    tensors["item_counts"] = -np.abs(tensors["item_counts"]) - 1
+    save_file(tensors, str(folder / "history.safetensors"))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (_edit_config(lambda c: c["model"]["config"].update(y_range=[1])), "y_range must be (low, high)"),
+    (_edit_config(lambda c: c["model"]["config"].update(y_range=[float("nan"), 5.5])), "finite low < high"),
+    (_edit_config(lambda c: c["model"]["config"].update(n_factors=-8)), "n_factors must be a positive integer"),
+    (_negative_counts, "history.safetensors' does not match"),
+], ids=["y_range-of-one", "y_range-nan", "negative-width", "negative-counts"])
+def test_a_damaged_model_file_is_one_line_at_load_not_a_wrong_answer_later(tmp_path, rec, capsys, change, message):
+    from collabkit import Recommender
+
+    folder = _damaged_copy(tmp_path, rec, change)
+    with pytest.raises(ModelFileError) as caught:
+        Recommender.load(folder)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert main(["recommend", "--model", folder, "--user", str(rec.users[0])]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_torch_error_while_building_keeps_to_its_first_line(tmp_path, rec, monkeypatch):
+    import collabkit.models.dot as dot
+    from collabkit import Recommender
+
+    folder = _damaged_copy(tmp_path, rec, lambda folder: None)
+
+    def torch_like_failure(self, *args, **kwargs):
+        raise RuntimeError("Trying to create tensor with negative dimension -1\nException raised from check_size at "
+                           "aten/src/ATen/native/Resize.h:42\nframe #0: c10::Error::Error(...)")
+
+    monkeypatch.setattr(dot.DotProductBias, "__init__", torch_like_failure)
+    with pytest.raises(ModelFileError, match="negative dimension -1$"):
+        Recommender.load(folder)

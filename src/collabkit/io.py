@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -256,8 +257,10 @@ def load_model(path: str | Path) -> LoadedModel:
         ranker = None if ranker_spec is None else RANKERS[ranker_spec["class"]](**ranker_spec["config"])
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{str(path)!r} has an inconsistent config or vocabulary: {exc!r}") from exc
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # (torch's constructors raise RuntimeError)
+        first = (str(exc).strip().splitlines() or [""])[0]  # never torch's C++ frames
+        raise ModelFileError(f"{str(path)!r} has an inconsistent config or vocabulary: {type(exc).__name__}: "
+                             f"{first}") from exc
     if model is not None:
         _load_weights(path, model, spec["class"], len(users), len(items))
     interactions = None
@@ -364,8 +367,11 @@ def _load_history(path: Path, config: dict, n_users: int, n_items: int) -> Ratin
         len(history.indptr) != n_users + 1
         or len(history.item_trained) != n_items
         or len(history.user_trained) != n_users
-        or (len(history.indices) and history.indices.max() >= n_items)
+        or (len(history.indices) and (history.indices.max() >= n_items or history.indices.min() < 0))
+        or history.indptr[0] != 0
         or history.indptr[-1] != len(history.indices)
+        or (np.diff(history.indptr) < 0).any()
+        or (history.item_counts < 0).any()
     ):
         raise ModelFileError(f"{str(history_path)!r} does not match vocab.json ({n_users} users, {n_items} items)")
     return history

@@ -5,15 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from collabkit.models.layers import Embedding, sigmoid_range
+from collabkit.models.layers import Embedding, checked_y_range, positive_ints, sigmoid_range
 
 
 def _check_sizes(n_users: int, n_items: int, n_factors: int, y_range: tuple[float, float] | None) -> None:
     for name, value in (("n_users", n_users), ("n_items", n_items), ("n_factors", n_factors)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if y_range is not None and not (len(y_range) == 2 and float(y_range[0]) < float(y_range[1])):
-        raise ValueError(f"y_range must be (low, high) with low < high, got {y_range!r}")
+        positive_ints(name, [value])
+    checked_y_range(y_range)
 
 
 class DotProduct(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -38,6 +40,32 @@ def create_params(size: int | Sequence[int]) -> nn.Parameter:
     """A trainable tensor of shape ``size`` drawn from N(0, 0.01²) (the lesson's ``create_params``)."""
     shape = (size,) if isinstance(size, int) else tuple(size)
     return nn.Parameter(torch.zeros(*shape).normal_(0, 0.01))
+
+
+def checked_y_range(y_range) -> tuple[float, float] | None:
+    """``y_range`` as ``(low, high)`` floats, or ``None``; anything but two finite numbers with low < high is a
+    ValueError (a model would otherwise build, and fail or predict nonsense only when used)."""
+    if y_range is None:
+        return None
+    try:
+        low, high = (float(v) for v in y_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"y_range must be (low, high), two numbers, got {y_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"y_range must be (low, high) with finite low < high, got {y_range!r}")
+    return low, high
+
+
+def positive_ints(name: str, values) -> list[int]:
+    """``values`` as a list of positive ints (layer widths, table sizes); anything else is a ValueError
+    naming the first bad value."""
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be a list of positive integers, got {values!r}")
+    out = list(values)
+    for v in out:
+        if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return [int(v) for v in out]
 
 
 def sigmoid_range(x: torch.Tensor, low: float, high: float) -> torch.Tensor:

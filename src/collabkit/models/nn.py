@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from collabkit.models.layers import Embedding, sigmoid_range
+from collabkit.models.layers import Embedding, checked_y_range, positive_ints, sigmoid_range
 
 
 def emb_sz_rule(n_cat: int) -> int:
@@ -45,9 +45,10 @@ class EmbeddingNN(nn.Module):
         use_bn: bool = True,
     ):
         super().__init__()
-        if len(emb_szs) != 2:
+        if isinstance(emb_szs, str) or len(emb_szs) != 2 or any(len(positive_ints("emb_szs", sz)) != 2 for sz in emb_szs):
             raise ValueError(f"emb_szs must hold (n, width) for users and items, got {emb_szs!r}")
-        layers = [int(n) for n in layers]
+        layers = positive_ints("layers", layers)
+        y_range = checked_y_range(y_range)
         ps = [0.0] * len(layers) if ps is None else [float(p) for p in ps]
         if len(ps) != len(layers):
             raise ValueError(f"ps must give one dropout per hidden layer ({len(layers)}), got {len(ps)}")
