@@ -466,8 +466,7 @@ function scaleValues() {
   const [low, high] = scale;
   const step = Number.isInteger(low) && Number.isInteger(high) ? 1 : 0.5;
   const values = [];
-  for (let v = high; v >= low - 1e-9; v -= step) values.push(Number(v.toFixed(2)));
-  if (values[values.length - 1] > low + 1e-9) values.push(low);
+  for (let v = high; v >= low - 1e-9; v -= step) values.push(Number(v.toFixed(2)));  // (a low end off the steps is left out)
   return values;
 }
 
