@@ -394,6 +394,7 @@ async function search() {
     report("search", null);
     state.suggestions = found.items;
     state.active = found.items.length ? 0 : -1;
+    $("suggestions").dataset.query = q;  // (which query the list answers)
     if (found.match === "contains") say("search-status", "found", found.items.length);
     else say("search-status", found.match === "close" ? "close" : "none", q);
     renderSuggestions();
