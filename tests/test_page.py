@@ -7,7 +7,8 @@ browser is the system's (``chromium`` on the PATH, or ``$COLLABKIT_CHROMIUM``): 
 download is not needed.
 
 Screenshots for the docs: ``COLLABKIT_SCREENSHOTS=docs/figures pytest tests/test_page.py -k screenshot``
-trains a model on the bundled ml-latest-small (real titles) and writes ``page.png`` and ``page.zh-TW.png``.
+trains ``make demo``'s model (the bundled ml-latest-small: real titles) and writes ``page.png`` and
+``page.zh-TW.png`` there.
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ def test_switching_language_changes_the_labels_and_is_remembered(page):
     assert page.page.get_attribute("html", "lang") == "zh-TW"
     assert page.page.locator("label[for=search]").inner_text() == "依片名搜尋電影"
     assert "資料集授權" in page.page.inner_text("#card") and "橫軸" in page.page.inner_text("#axes")
+    assert page.page.inner_text("#map-hover") == "地圖上有 120 部電影。"  # status lines are said again
     page.page.reload()
     page.page.wait_for_selector("body[data-ready]")
     assert page.page.inner_text("#map-heading") == "口味地圖"  # remembered in localStorage
@@ -278,23 +280,15 @@ def test_a_model_without_item_factors_offers_seen_and_liked_and_no_map(browser, 
 
 
 def test_screenshot_for_the_docs(browser, tmp_path):
-    """Only with $COLLABKIT_SCREENSHOTS set (a folder): the docs' screenshots, from ml-latest-small."""
+    """Only with $COLLABKIT_SCREENSHOTS set (a folder): the docs' screenshots, over `make demo`'s model."""
     folder = os.environ.get(SCREENSHOTS_ENV)
     if not folder:
         pytest.skip(f"set ${SCREENSHOTS_ENV} to a folder to write the docs' screenshots")
-    from collabkit.datasets import load_dataset
-    from collabkit.recommend import Recommender
+    from collabkit.cli import main
     from collabkit.serve import create_app
-    from collabkit.training.recipe import TrainConfig, train
 
-    dataset = load_dataset("ml-latest-small")
-    config = TrainConfig(epochs=5, bs=1024, lr=5e-3, n_factors=50, y_range=(0, 5.5), wd=0.1, seed=0)
-    learn = train(config, dataset.ratings[[dataset.user_col, dataset.item_col, dataset.rating_col]])
-    rec = Recommender.from_learner(learn, titles=dataset.titles.to_dict(), info={
-        "data": dataset.name, "feedback": "explicit", "trained_at": "(screenshot run)",
-        "recorder": learn.recorder.to_dict()})
-    rec.fit_ranker()
-    rec.save(tmp_path / "model")
+    # the model `make demo` trains: the default preset on the bundled ml-latest-small (about 15 s)
+    assert main(["train", "--data", "ml-latest-small", "--out", str(tmp_path / "model"), "--no-progress"]) == 0
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     with ThreadServer(create_app(tmp_path / "model")) as server:
@@ -306,7 +300,7 @@ def test_screenshot_for_the_docs(browser, tmp_path):
             _wait_for_recommendations(p)
             p.page.locator("#recs .film").first.click()
             p.page.wait_for_selector("#similar li")
-            p.page.wait_for_timeout(300)
+            p.page.wait_for_selector("#map circle.rec")
             p.page.screenshot(path=str(out / "page.png"), full_page=True)
             p.page.select_option("#lang", "zh-TW")
             p.page.screenshot(path=str(out / "page.zh-TW.png"), full_page=True)

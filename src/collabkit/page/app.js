@@ -57,6 +57,7 @@ const STRINGS = {
     similarLoading: "Looking for films like {0}…",
     similarTo: "Films like {0}:",
     mapUnavailable: "The taste map is unavailable for this model: {0}.",
+    mapNoFactors: "it learned from implicit feedback with a ranking model that has no item factors to place films by",
     mapLoading: "Drawing the map…",
     mapPoints: "{0} films on the map.",
     axisX: "Horizontal axis (PC1, {0} of the variance)",
@@ -68,9 +69,9 @@ const STRINGS = {
     axisBottom: "bottom",
     axisTop: "top",
     axisMeaning: "What the films at each end share is what this axis seems to measure.",
-    hover: "{0}{1}",
-    hoverYours: " (your film)",
-    hoverRec: " (recommended)",
+    hoverTop: "{0}",
+    hoverYours: "{0} (your film)",
+    hoverRec: "{0} (recommended)",
     cModel: "Rating model",
     cRanker: "Ranking model",
     cNone: "none",
@@ -147,6 +148,7 @@ const STRINGS = {
     similarLoading: "正在尋找與 {0} 相似的電影…",
     similarTo: "與 {0} 相似的電影：",
     mapUnavailable: "此模型無法顯示口味地圖：{0}。",
+    mapNoFactors: "它由隱式回饋訓練，其排序模型沒有可用來擺放電影的電影因子",
     mapLoading: "正在繪製地圖…",
     mapPoints: "地圖上有 {0} 部電影。",
     axisX: "橫軸（第一主成分，佔變異的 {0}）",
@@ -158,9 +160,9 @@ const STRINGS = {
     axisBottom: "下",
     axisTop: "上",
     axisMeaning: "兩端電影的共同點，大概就是這條軸所衡量的東西。",
-    hover: "{0}{1}",
-    hoverYours: "（你的電影）",
-    hoverRec: "（推薦）",
+    hoverTop: "{0}",
+    hoverYours: "{0}（你的電影）",
+    hoverRec: "{0}（推薦）",
     cModel: "評分模型",
     cRanker: "排序模型",
     cNone: "無",
@@ -203,7 +205,7 @@ const state = {
   errors: new Map(),  // channel -> message
   suggestions: [],
   active: -1,
-  status: {"search-status": [], "recs-status": []},
+  status: {"search-status": [], "recs-status": [], "map-hover": []},
 };
 const seq = {search: 0, recs: 0, similar: 0, map: 0};
 
@@ -624,11 +626,13 @@ function renderMap() {
   const unavailable = $("map-unavailable");
   if (!map) return;
   if (!map.available) {
-    unavailable.textContent = t("mapUnavailable", map.reason || "?");
+    const implicit = state.model && !state.model.predicts_ratings;  // the server's reason is in English
+    unavailable.textContent = t("mapUnavailable", implicit ? t("mapNoFactors") : map.reason || "?");
+    unavailable.title = map.reason || "";
     unavailable.hidden = false;
     $("map-figure").hidden = true;
     $("axes").replaceChildren();
-    $("map-hover").textContent = "";
+    say("map-hover");
     return;
   }
   unavailable.hidden = true;
@@ -674,7 +678,7 @@ function renderMap() {
       hoverLabel.textContent = short(filmLabel(p));
       hoverLabel.setAttribute("x", Math.min(cx + 9, W - 180));
       hoverLabel.setAttribute("y", cy - 8);
-      $("map-hover").textContent = t("hover", filmLabel(p), k === "rated" ? t("hoverYours") : k === "rec" ? t("hoverRec") : "");
+      say("map-hover", k === "rated" ? "hoverYours" : k === "rec" ? "hoverRec" : "hoverTop", filmLabel(p));
     };
     circle.addEventListener("mouseenter", hover);
     circle.addEventListener("focus", hover);
@@ -689,7 +693,9 @@ function renderMap() {
     nodes.push(circle);
   }
   root.replaceChildren(...nodes, ...labels, hoverLabel);
-  if (!$("map-hover").textContent) $("map-hover").textContent = t("mapPoints", map.points.length);
+  if (!state.status["map-hover"].length || state.status["map-hover"][0] === "mapPoints") {
+    say("map-hover", "mapPoints", map.points.length);
+  }
 
   const names = (list) => list.map(filmLabel).join(", ");
   const [ax, ay] = map.axes;
