@@ -515,14 +515,16 @@ function renderFilms() {
 
 // --- recommendations ----------------------------------------------------------------------------
 async function refresh() {
+  const mine = ++seq.recs;  // (counted here, so that an earlier answer cannot end the busy state of this one)
+  $("recs").setAttribute("aria-busy", "true");
   const reloaded = await loadModel();  // a reloaded model shows on the next request
-  await refreshRecommendations();
+  if (mine !== seq.recs) return;
+  await refreshRecommendations(mine);
   if (reloaded) renderAll();
   refreshMap();
 }
 
-async function refreshRecommendations() {
-  const mine = ++seq.recs;
+async function refreshRecommendations(mine = ++seq.recs) {
   const films = [...state.films.values()];
   const implicit = !scaleValues();
   const used = films.filter((f) => (implicit ? f.value === "liked" : f.value !== "" && !Number.isNaN(Number(f.value))));
@@ -532,6 +534,7 @@ async function refreshRecommendations() {
     say("recs-status", implicit ? "recsNeedLiked" : "recsNeedRating");
     report("recs", null);
     renderRecs();
+    $("recs").setAttribute("aria-busy", "false");
     return;
   }
   say("recs-status", "recsLoading");
@@ -554,6 +557,7 @@ async function refreshRecommendations() {
     report("recs", err);
   }
   renderRecs();
+  $("recs").setAttribute("aria-busy", "false");
 }
 
 function renderRecs() {
