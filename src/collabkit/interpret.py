@@ -12,8 +12,10 @@ The lesson's next chapter, as functions over a :class:`~collabkit.recommend.Reco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,16 +34,6 @@ DPI = 100
 """Every PNG is ``FIGSIZE * DPI`` pixels: 800 x 500."""
 
 
-def _items_frame(rec: Recommender, rows: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame({"item": rec.items.ids[rows]})
-    titles = rec._titles_of(rows)
-    if titles is not None:
-        frame["title"] = titles
-    if rec.history is not None:
-        frame["ratings"] = rec.history.item_counts[rows]
-    return frame
-
-
 def item_bias_table(rec: Recommender, n: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ``n`` trained items with the lowest and the highest learned bias, as two tables."""
     if not isinstance(rec.model, DotProductBias):
@@ -51,7 +43,7 @@ def item_bias_table(rec: Recommender, n: int = 10) -> tuple[pd.DataFrame, pd.Dat
     order = np.argsort(bias, kind="stable")
     tables = []
     for pick in (order[:n], order[::-1][:n]):
-        frame = _items_frame(rec, rows[pick])
+        frame = rec.item_table(rows[pick])
         frame["bias"] = bias[pick].astype(np.float64)
         tables.append(frame)
     return tables[0], tables[1]
@@ -63,6 +55,21 @@ class FactorPCA:
 
     frame: pd.DataFrame  # item, [title,] [ratings,] pc1, pc2, ...
     explained: np.ndarray  # share of variance of each component
+    mean: np.ndarray | None = None  # (d,) the mean item factor vector the components are centred on
+    components: np.ndarray | None = None  # (k, d) the principal directions, one row per component
+
+    def project(self, rec: Recommender, items: Sequence[Any]) -> pd.DataFrame:
+        """Other trained items (ids or titles) placed on these same components, as rows shaped like
+        :attr:`frame`: so someone's own films can be shown on the map of the most-rated ones."""
+        if self.mean is None or self.components is None:
+            raise ValueError("this FactorPCA was built without its components; make it with item_pca")
+        rows = np.array([rec.item_row(item) for item in items], dtype=np.int64)  # raises naming an unknown one
+        factors = rec.view.item_factors[torch.from_numpy(rows)].double().numpy()
+        coords = (factors - self.mean) @ self.components.T
+        frame = rec.item_table(rows)
+        for c in range(coords.shape[1]):
+            frame[f"pc{c + 1}"] = coords[:, c]
+        return frame
 
     def extremes(self, component: int = 1, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Items at the low and the high end of component ``component`` (1-based)."""
@@ -91,11 +98,11 @@ def item_pca(rec: Recommender, n_components: int = 3, top: int | None = 1000) ->
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
     vh = vh[:k] * torch.sign(vh[:k].gather(1, vh[:k].abs().argmax(1, keepdim=True)))
     coords = (centred @ vh.T).numpy()
-    frame = _items_frame(rec, rows)
+    frame = rec.item_table(rows)
     for c in range(k):
         frame[f"pc{c + 1}"] = coords[:, c]
     variance = (s**2).numpy()
-    return FactorPCA(frame, variance[:k] / variance.sum())
+    return FactorPCA(frame, variance[:k] / variance.sum(), factors.mean(0).numpy(), vh.numpy())
 
 
 def _figure(ncols: int = 1) -> tuple[Figure, list]:

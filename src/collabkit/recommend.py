@@ -427,10 +427,51 @@ class Recommender:
             if numeric_ids or hint:
                 raise UnknownIdError(f"unknown item title {item!r}{hint}")
 
+    def _close_titles(self, text: str, n: int, cutoff: float) -> list[str]:
+        """The ``n`` titles closest to ``text`` by :func:`difflib.get_close_matches` (the "did you mean" rule)."""
+        return difflib.get_close_matches(text, list(self._title_rows), n=n, cutoff=cutoff)
+
     def _title_hint(self, text: str, cutoff: float) -> str:
         """``"; did you mean 'A', 'B'?"`` with the titles closest to ``text`` (``""`` when none is that close)."""
-        close = difflib.get_close_matches(text, list(self._title_rows), n=3, cutoff=cutoff)
+        close = self._close_titles(text, 3, cutoff)
         return f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
+
+    @functools.cached_property
+    def _search_index(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Trained item rows, their lower-cased titles (ids as text where there are none), most-rated first."""
+        rows = self._trained_items
+        if self.history is not None:
+            rows = rows[np.argsort(-self.history.item_counts[rows], kind="stable")]
+        ids = self.items.ids
+        names = [str(self.titles[r]) if self.titles is not None and self.titles[r] is not None else str(ids[r])
+                 for r in rows.tolist()]
+        return rows, [name.casefold() for name in names], np.asarray(names, dtype=object)
+
+    def search_titles(self, query: str, n: int = 10) -> pd.DataFrame:
+        """Trained items whose title contains ``query``, ignoring case: titles that start with it first,
+        then the most-rated (when the rating history is known). When no title contains it, the titles
+        closest to it (the "did you mean" of a mistyped title). Without titles, ids are searched as text.
+
+        Returns a DataFrame with ``item``, ``title`` (if known), ``ratings`` (training ratings, if known)
+        and ``match``: ``"contains"`` or ``"close"``.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise DataError(f"query must be some text to look for in the titles, got {query!r}")
+        if not (isinstance(n, int) and n >= 1):
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        needle = query.strip().casefold()
+        rows, folded, names = self._search_index
+        hits = [k for k, name in enumerate(folded) if needle in name]
+        hits.sort(key=lambda k: not folded[k].startswith(needle))  # stable: most-rated first within each group
+        match = "contains"
+        if not hits and self.titles is not None:
+            position = {name: k for k, name in reversed(list(enumerate(names.tolist())))}
+            hits = [position[t] for t in self._close_titles(query.strip(), n, 0.5) if t in position]
+            match = "close"
+        picked = rows[np.asarray(hits[:n], dtype=np.int64)]
+        frame = self.item_table(picked)
+        frame["match"] = match
+        return frame
 
     def title(self, item: Any) -> str | None:
         """The title of a raw item id, or ``None`` when titles are unknown."""
@@ -440,6 +481,17 @@ class Recommender:
 
     def _titles_of(self, rows: np.ndarray) -> list[str | None] | None:
         return None if self.titles is None else [self.titles[r] for r in rows]
+
+    def item_table(self, rows: np.ndarray) -> pd.DataFrame:
+        """The items at ``rows`` (as :meth:`top_n` returns them): ``item``, ``title`` (if titles are known)
+        and ``ratings``, their training ratings (if the rating history is known)."""
+        frame = pd.DataFrame({"item": self.items.ids[rows]})
+        titles = self._titles_of(rows)
+        if titles is not None:
+            frame["title"] = titles
+        if self.history is not None:
+            frame["ratings"] = self.history.item_counts[rows]
+        return frame
 
     # --- questions ------------------------------------------------------------------------
     def predict(self, users: Sequence[Any], items: Sequence[Any], strict: bool = False) -> pd.DataFrame:

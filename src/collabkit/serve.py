@@ -5,10 +5,13 @@
 :func:`run` serves it with uvicorn. Endpoints (full schema at ``/docs`` and
 ``/openapi.json``; examples in ``docs/serving.md``)::
 
+    GET  /                                        the page: search, rate, recommendations, taste map, model card
     GET  /health                                  is a model loaded
-    GET  /model                                   config, counts, training record, reload state
+    GET  /model                                   config, counts, training record, dataset license, reload state
     GET  /users/{user_id}/recommendations?n=&exclude_seen=
+    GET  /items/search?q=&n=                      titles containing q (or the closest titles)
     GET  /items/{item_id}/similar?n=              item id or URL-encoded title
+    GET  /map?n=&item=                            the item factors' first two principal components
     POST /predict                                 {"pairs": [{"user", "item"}, ...], "strict": false}
     POST /recommendations                         a new user's ratings -> fold-in -> top n
     POST /reload                                  re-read the model directory (bearer token)
@@ -46,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -59,6 +63,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, Strict
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from collabkit.datasets import REGISTRY
 from collabkit.errors import CollabkitError, DataError, ModelFileError, UnknownIdError
 from collabkit.io import FILES
 from collabkit.recommend import Recommender
@@ -87,6 +92,14 @@ KEEP_ALIVE_TIMEOUT = 5
 """Seconds an idle keep-alive connection stays open between requests (uvicorn's own default, set on purpose)."""
 SHUTDOWN_TIMEOUT = 10
 """Seconds that requests in flight get to finish on shutdown before their connections are closed."""
+MAP_POINTS = 400
+"""How many of the most-rated items ``GET /map`` places by default."""
+MAX_MAP_POINTS = 2000
+"""The most items ``GET /map`` places (its ``n``)."""
+MAP_EXTREMES = 5
+"""How many items ``GET /map`` names at each end of an axis."""
+PAGE = "/page"
+"""Where the files of the page at ``/`` are served from (they ship in the package: ``collabkit/page``)."""
 
 # Environment variables through which :func:`run` hands its settings to worker processes
 # (uvicorn starts each worker by importing an app factory, so they cannot be passed as arguments).
@@ -183,6 +196,49 @@ class SimilarItems(BaseModel):
     similar: list[SimilarItem]
 
 
+class FoundItem(BaseModel):
+    item: OutId
+    title: str | None
+    ratings: int | None = Field(description="training ratings of the item (null when the model kept no history)")
+
+
+class SearchResults(BaseModel):
+    query: str
+    match: Literal["contains", "close", "none"] = Field(
+        description="contains: titles holding the query (ignoring case); close: none does, these are the "
+        "closest titles; none: nothing is close"
+    )
+    items: list[FoundItem]
+
+
+class MapPoint(FoundItem):
+    x: float = Field(description="coordinate on the first principal component")
+    y: float = Field(description="coordinate on the second principal component")
+    top: bool = Field(description="one of the most-rated items the components were fitted on (false: an asked-for item "
+                                  "placed on them)")
+
+
+class MapAxis(BaseModel):
+    component: int = Field(description="1: x, 2: y")
+    explained: float = Field(description="share of the factors' variance along this axis")
+    low: list[FoundItem] = Field(description="the items at the low end, lowest first")
+    high: list[FoundItem] = Field(description="the items at the high end, highest first")
+
+
+class TasteMap(BaseModel):
+    available: bool
+    reason: str | None = Field(description="why there is no map (the model has no item factors, ...)")
+    points: list[MapPoint]
+    axes: list[MapAxis]
+
+
+class DatasetCard(BaseModel):
+    name: str
+    ratings: str = Field(description="the dataset's size, as its publisher states it")
+    license: str
+    url: str
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     loaded_at: str
@@ -201,6 +257,10 @@ class ModelDescription(BaseModel):
     trained_items: int
     has_titles: bool
     has_history: bool = Field(description="whether seen items are known (needed for exclude_seen)")
+    training_ratings: int | None = Field(description="ratings (or interactions) trained on; null without a history")
+    rating_scale: list[float] | None = Field(description="[lowest, highest] training rating; null for implicit feedback")
+    dataset: DatasetCard | None = Field(description="the named dataset the model was trained on (info.data), "
+                                                    "with its license; null for a file or synthetic data")
     info: dict[str, Any] = Field(description="what training recorded: data, trained_at, config, valid_rmse, ...")
     loaded_at: str
     reloads: int = Field(description="successful reloads since the server started")
@@ -323,6 +383,51 @@ class ServedModel:
             title = self.item_titles[item_row] if self.item_titles is not None else None
             records.append({"rank": rank, "item": self.item_ids[item_row], "title": title, "score": score})
         return rec.users[row], records
+
+
+    def taste_map(self, n: int, items: list[str]) -> dict[str, Any]:
+        """``GET /map``: :func:`collabkit.interpret.item_pca` of the ``n`` most-rated items, with ``items``
+        (ids or titles) placed on the same two components."""
+        from collabkit.interpret import item_pca  # (brings matplotlib: imported on the first map only)
+
+        rec = self.rec
+        if not rec.predicts_ratings:
+            ranker = rec.ranker.name if rec.ranker is not None else "a ranking model"
+            return _no_map(f"this model was trained on implicit feedback and ranks with {ranker}, which has no "
+                           "item factors to map")
+        pca = item_pca(rec, n_components=2, top=n)
+        if len(pca.explained) < 2:
+            return _no_map("the item factors have fewer than two dimensions")
+        shown = set(pca.frame["item"].tolist())
+        extra = pca.project(rec, items)
+        extra = extra[~extra["item"].isin(shown)].drop_duplicates("item")
+        points = [{**found, "x": x, "y": y, "top": top}
+                  for frame, top in ((pca.frame, True), (extra, False))
+                  for found, x, y in zip(_found(frame), frame["pc1"].tolist(), frame["pc2"].tolist())]
+        axes = []
+        for component in (1, 2):
+            low, high = pca.extremes(component, MAP_EXTREMES)
+            axes.append({"component": component, "explained": float(pca.explained[component - 1]),
+                         "low": _found(low), "high": _found(high)})
+        return {"available": True, "reason": None, "points": points, "axes": axes}
+
+
+def _no_map(reason: str) -> dict[str, Any]:
+    return {"available": False, "reason": reason, "points": [], "axes": []}
+
+
+def _found(frame) -> list[dict[str, Any]]:
+    """``FoundItem`` records of a frame from :meth:`Recommender.item_table` (item, [title], [ratings])."""
+    ratings = frame["ratings"].tolist() if "ratings" in frame else [None] * len(frame)
+    return [{"item": i, "title": t, "ratings": r} for i, t, r in zip(frame["item"].tolist(), _titles(frame), ratings)]
+
+
+def _dataset_card(name: Any) -> dict[str, str] | None:
+    """The registry's entry for the named dataset a model was trained on (``None`` for files and synthetic data)."""
+    entry = REGISTRY.get(name) if isinstance(name, str) else None
+    if entry is None:
+        return None
+    return {"name": entry.name, "ratings": entry.ratings, "license": entry.license, "url": entry.url}
 
 
 def _title(value: Any) -> str | None:
@@ -541,6 +646,7 @@ def create_app(
         redoc_url=None,
     )
     _add_docs_page(app)
+    _add_page(app)
     app.state.holder = holder
     not_found = {404: {"model": ErrorBody, "description": "unknown or untrained id"}}
 
@@ -588,6 +694,9 @@ def create_app(
             "trained_items": int(rec.item_trained.sum()),
             "has_titles": rec.titles is not None,
             "has_history": rec.history is not None,
+            "training_ratings": int(rec.history.item_counts.sum()) if rec.history is not None else None,
+            "rating_scale": list(rec.rating_scale) if rec.rating_scale is not None else None,
+            "dataset": _dataset_card(rec.info.get("data")),
             "info": _finite(rec.info),
             "loaded_at": served.loaded_at,
             "reloads": holder.reloads,
@@ -603,6 +712,24 @@ def create_app(
     ) -> dict:
         user, records = holder.current.recommend(user_id, n, exclude_seen, rank_by)
         return {"user": user, "recommendations": records}
+
+    @app.get("/items/search", response_model=SearchResults)
+    def search_items(
+        q: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH, description="part of a title, any case")],
+        n: Annotated[int, Query(ge=1, le=MAX_N, description="how many items")] = 10,
+    ) -> dict:
+        frame = holder.current.rec.search_titles(q, n)
+        match = str(frame["match"].iloc[0]) if len(frame) else "none"
+        return {"query": q, "match": match, "items": _found(frame)}
+
+    @app.get("/map", response_model=TasteMap, responses=not_found)
+    def taste_map(
+        n: Annotated[int, Query(ge=2, le=MAX_MAP_POINTS, description="the most-rated items the components are "
+                                                                       "fitted on, and shown")] = MAP_POINTS,
+        item: Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]] | None, Query(
+            max_length=MAX_N, description="items (ids or titles, repeat the parameter) to place on the map too")] = None,
+    ) -> dict:
+        return holder.current.taste_map(n, item or [])
 
     @app.get("/items/{item_id:path}/similar", response_model=SimilarItems, responses=not_found)
     async def similar_items(
@@ -745,6 +872,20 @@ class DeadlineProtocol(HttpToolsProtocol):
         log.info(json.dumps({"event": "request timeout", "client": self.client and self.client[0],
                              "seconds": self._limit}))
         self.transport.close()
+
+
+def _add_page(app: FastAPI) -> None:
+    """``/``: the page (plain HTML, CSS and JS shipped in ``collabkit/page``, no build step, no CDN). It asks
+    only the public API above, so what it shows follows a reloaded model on the next request."""
+    from fastapi.responses import FileResponse
+    from starlette.staticfiles import StaticFiles
+
+    folder = Path(str(resources.files("collabkit") / "page"))
+    app.mount(PAGE, StaticFiles(directory=folder), name="page")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(folder / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def app_from_environment() -> FastAPI:
