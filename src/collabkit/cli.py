@@ -34,16 +34,15 @@ import torch
 
 from collabkit import __version__, distributed
 from collabkit import datasets as datasets_mod
-from collabkit.data import CollabDataLoaders, random_split, read_ratings_file, validate_ratings
+from collabkit.data import CollabDataLoaders, read_ratings_file
 from collabkit.data.ratings import DUPLICATE_POLICIES, check_rating_scale
-from collabkit.data.splits import temporal_split, user_holdout
+from collabkit.data.splits import ML_100K_SPLITS, SPLIT_KINDS, SplitSpec
 from collabkit.datasets import (
-    ML_100K_SPLITS,
     REGISTRY,
     SYNTHETIC_PREFIX,
     Dataset,
     load_dataset,
-    load_ml_100k_split,
+    split_dataset,
     synthetic_dataset,
 )
 from collabkit.errors import CollabkitError
@@ -58,7 +57,7 @@ from collabkit.training.recipe import MODELS, PRESETS, SOLVERS, TrainConfig, fit
 
 log = logging.getLogger("collabkit")
 
-SPLITS = ("random", "temporal", "user-last", "user-random", *ML_100K_SPLITS)
+SPLITS = (*SPLIT_KINDS, *ML_100K_SPLITS)
 FEEDBACK = ("auto", "explicit", "implicit")
 WEIGHT_NAMES = ("count", "counts", "plays", "playcount", "play_count", "clicks", "weight", "weights", "quantity",
                 "views", "listens")
@@ -232,7 +231,7 @@ def _add_data_options(sub: argparse.ArgumentParser) -> None:
     )
 
 
-SPLIT_DEFAULTS = {"split": "random", "valid_pct": 0.2, "holdout": 1, "seed": 42}
+SPLIT_DEFAULTS = SplitSpec().record()
 """The split options' defaults; ``evaluate`` starts from the split recorded with the model instead."""
 
 
@@ -253,11 +252,12 @@ def _add_split_options(sub: argparse.ArgumentParser, replayed: bool = False) -> 
 
 def _split_defaults(args: argparse.Namespace, recorded: dict | None = None) -> None:
     """Fill the split options the user left unset: from ``recorded`` (a model's info), else the defaults."""
-    recorded = dict(recorded or {})
-    recorded.setdefault("seed", (recorded.get("config") or {}).get("seed"))  # older models kept it there only
-    for name, value in SPLIT_DEFAULTS.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, value if recorded.get(name) is None else recorded[name])
+    try:
+        spec = SplitSpec.from_record(recorded or {}, kind=args.split, valid_pct=args.valid_pct,
+                                     holdout=getattr(args, "holdout", None), seed=args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc).replace("valid_pct", "--valid-pct").replace("holdout", "--holdout")) from exc
+    args.split, args.valid_pct, args.holdout, args.seed = spec.kind, spec.valid_pct, spec.holdout, spec.seed
 
 
 def _add_train_options(sub: argparse.ArgumentParser) -> None:
@@ -441,36 +441,14 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         raise CliError(str(exc)) from exc
 
 
+def _split_spec(args: argparse.Namespace) -> SplitSpec:
+    """The split the options name (unset ones filled in, and checked, by _split_defaults)."""
+    return SplitSpec(args.split, args.valid_pct, args.holdout, args.seed)
+
+
 def _split(args: argparse.Namespace, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(train, test)`` tables of the split the options name, columns user, item, rating first."""
-    if args.split in ML_100K_SPLITS:
-        if dataset.name != "ml-100k":
-            raise CliError(f"--split {args.split} is one of ML-100K's canonical splits; use it with --data ml-100k")
-        base, test = load_ml_100k_split(args.split, args.data_dir)
-        return base.ratings, test.ratings
-    clean = validate_ratings(
-        dataset.ratings, dataset.user_col, dataset.item_col, dataset.rating_col,
-        duplicates=_duplicates(args), keep_columns=("timestamp",),
-    )
-    if args.split in ("random", "temporal") and not 0.0 <= args.valid_pct < 1.0:
-        raise CliError(f"--valid-pct must be between 0 and 1 (0 trains on everything, with no validation), "
-                       f"got {args.valid_pct}")
-    if args.split == "random":
-        train_idx, test_idx = random_split(len(clean), args.valid_pct, args.seed)
-    elif args.split == "temporal":
-        train_idx, test_idx = (temporal_split(_times(clean, args), args.valid_pct) if args.valid_pct > 0
-                               else (np.arange(len(clean)), np.zeros(0, dtype=np.int64)))
-    else:
-        times = _times(clean, args) if args.split == "user-last" else None
-        train_idx, test_idx = user_holdout(clean.iloc[:, 0].to_numpy(), n=args.holdout, times=times, seed=args.seed)
-    columns = list(clean.columns[:3])
-    return clean.iloc[train_idx][columns], clean.iloc[test_idx][columns]
-
-
-def _times(clean: pd.DataFrame, args: argparse.Namespace) -> np.ndarray:
-    if "timestamp" not in clean.columns:
-        raise CliError(f"--split {args.split} needs a 'timestamp' column; the table has {list(clean.columns)}")
-    return clean["timestamp"].to_numpy()
+    return split_dataset(dataset, _split_spec(args), _duplicates(args), args.data_dir)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -533,7 +511,7 @@ def _distributed_check(learn) -> dict:
 
 def _split_record(args: argparse.Namespace) -> dict:
     """The split options, saved with the model so that ``evaluate`` can replay them."""
-    return {name: getattr(args, name) for name in SPLIT_DEFAULTS}
+    return _split_spec(args).record()
 
 
 def _feedback(args: argparse.Namespace, dataset: Dataset) -> str:
