@@ -54,6 +54,7 @@ from collabkit.models.registry import RANKERS
 from collabkit.recommend import RANK_BY, Recommender
 from collabkit.training import WD_MODES, ProgressCallback
 from collabkit.training.recipe import MODELS, PRESETS, SOLVERS, TrainConfig, fit, prepare
+from collabkit.training.solvers import options as solver_options
 
 log = logging.getLogger("collabkit")
 
@@ -266,7 +267,7 @@ def _add_train_options(sub: argparse.ArgumentParser) -> None:
                      help="named settings: default (Bayesian PMF, the most accurate), lesson (the course's "
                      "DotProductBias with fit_one_cycle(5, 5e-3, wd=0.1)) or sparse (row-wise Adagrad for large "
                      "data: 64 factors, 20 epochs, lr 0.05, L2 0.02); default: default")
-    fit.add_argument("--solver", choices=SOLVERS,
+    fit.add_argument("--solver", choices=tuple(SOLVERS),
                      help="sgd (fit_one_cycle, dense AdamW), bayes (Gibbs sampling) or sparse (row-sparse SGD)")
     fit.add_argument("--sweeps", type=_positive_int, help="Gibbs sweeps of the bayes solver")
     fit.add_argument("--model", choices=MODELS, help="dot product, with biases, or a neural net")
@@ -277,7 +278,7 @@ def _add_train_options(sub: argparse.ArgumentParser) -> None:
     )
     fit.add_argument("--layers", type=_positive_int, nargs="+", help="hidden layers of --model nn")
     fit.add_argument("--epochs", type=_positive_int)
-    fit.add_argument("--early-stop", type=_positive_int, metavar="PATIENCE",
+    fit.add_argument("--early-stop", type=_positive_int, metavar="PATIENCE", dest="patience",
                      help="sgd: stop when the validation loss has not improved for PATIENCE epochs, and keep the "
                      "best epoch's weights (the epoch is chosen on the validation rows, so their RMSE is optimistic)")
     fit.add_argument("--lr", type=float, help="peak learning rate of the 1cycle schedule")
@@ -392,51 +393,38 @@ def _device(name: str) -> torch.device:
     return device
 
 
-SOLVER_PRESET = {"sgd": "lesson", "bayes": "default", "sparse": "sparse"}
-"""Where a --solver that differs from the preset's takes its settings from: that solver's own preset."""
-APPLIES = {
-    "sgd": ("model", "epochs", "lr", "wd", "wd_mode", "bs", "y_range", "layers", "early_stop"),
-    "sparse": ("epochs", "lr", "wd", "bs"),
-    "bayes": ("sweeps",),
-}
-"""The solver options each solver reads; any other is refused rather than silently ignored."""
+TRAIN_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("solver", "seed", "threads"))
+"""The solvers' options, as TrainConfig names them (those with a flag are attributes of the parsed arguments)."""
+_FLAGS = {"patience": "--early-stop"}
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a TrainConfig option."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The preset, with every option the user set on top; an option the solver would ignore is refused."""
     base = PRESETS[args.preset]
-    given = [name for name in (*APPLIES["sgd"], "sweeps") if getattr(args, name, None) is not None]
-    if args.solver is None and base.solver == "bayes" and set(given) & set(APPLIES["sgd"]):
+    given = [name for name in TRAIN_OPTIONS if getattr(args, name, None) is not None]
+    reads = {name: solver_options(solver) for name, solver in SOLVERS.items()}
+    if args.solver is None and base.solver == "bayes" and set(given) - set(reads["bayes"]):
         base = PRESETS["lesson"]  # asking for SGD settings means the SGD solver, from the lesson's settings
         if not getattr(args, "json", False):  # (stdout is JSON then)
-            print(f"note: {', '.join('--' + n.replace('_', '-') for n in given)} given: training the lesson's "
+            print(f"note: {', '.join(map(_flag, given))} given: training the lesson's "
                   "model with SGD (--preset lesson); the default preset's Gibbs sampler has no such options")
     elif args.solver is not None and args.solver != base.solver:
-        base = PRESETS[SOLVER_PRESET[args.solver]]
+        base = TrainConfig(solver=args.solver, seed=base.seed, threads=base.threads)  # that solver's own defaults
     solver = args.solver or base.solver
-    stray = [name for name in given if name not in APPLIES[solver]]
+    stray = [name for name in given if name not in reads[solver]]
     if stray:
-        flags = ", ".join("--" + n.replace("_", "-") for n in stray)
-        users = [k for k, names in APPLIES.items() if stray[0] in names]
-        raise CliError(f"{flags} does not apply to the {solver} solver; leave it out or choose "
+        users = [k for k, names in reads.items() if stray[0] in names]
+        raise CliError(f"{', '.join(map(_flag, stray))} does not apply to the {solver} solver; leave it out or choose "
                        f"--solver {' or '.join(users)}")
     try:
-        return base.replace(
-            solver=args.solver,
-            sweeps=args.sweeps,
-            model=args.model,
-            n_factors=args.n_factors,
-            layers=tuple(args.layers) if args.layers else None,
-            y_range=tuple(args.y_range) if args.y_range else None,
-            epochs=args.epochs,
-            lr=args.lr,
-            wd=args.wd,
-            wd_mode=args.wd_mode,
-            bs=args.bs,
-            threads=args.threads,
-            seed=args.seed,
-            patience=getattr(args, "early_stop", None),
-        )
+        options = {name: getattr(args, name) for name in given}
+        options.update({k: tuple(options[k]) for k in ("layers", "y_range") if k in options})  # (argparse's lists)
+        return base.replace(solver=args.solver, threads=args.threads, seed=args.seed, **options)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 
@@ -547,8 +535,8 @@ def _early_stop_report(learn, config: TrainConfig) -> str:
     valid = [row[1] for row in learn.recorder.values]
     best = min(range(len(valid)), key=valid.__getitem__)
     ran = len(valid)
-    when = (f"stopped after epoch {ran - 1} of {config.epochs}" if ran < config.epochs
-            else f"ran all {config.epochs} epochs")
+    epochs = config.settings().epochs
+    when = f"stopped after epoch {ran - 1} of {epochs}" if ran < epochs else f"ran all {epochs} epochs"
     return (f"early stopping: {when}; kept the weights of epoch {best} (valid_loss {valid[best]:.6f}), "
             "chosen on the validation rows")
 
@@ -577,16 +565,17 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
         config, train_frame, valid_frame, duplicates=_duplicates(args), device=device,
         cbs=[ProgressCallback(bar=False if args.no_progress else None)],
     )
-    dls = learn.dls
+    dls, settings = learn.dls, config.settings()
     y_range = getattr(learn.model, "y_range", None)
     print(
         f"{dataset.name}: {dls.train.n:,} train / {dls.valid.n:,} valid ratings ({args.split} split), "
-        f"{len(dls.users):,} users, {len(dls.items):,} items; model {config.model}, y_range {y_range}"
+        f"{len(dls.users):,} users, {len(dls.items):,} items; model {getattr(settings, 'model', 'dot-bias')}, "
+        f"y_range {y_range}"
     )
-    lr, lr_curve = config.lr, None
+    lr, lr_curve = getattr(settings, "lr", None), None
     if config.solver == "bayes":
-        print(f"Bayesian PMF by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
-              f"{config.n_factors} factors; a row per {config.bayes().report_every} sweeps")
+        print(f"Bayesian PMF by Gibbs sampling: {settings.sweeps} sweeps, {settings.burn_in} burn-in, "
+              f"{settings.n_factors} factors; a row per {settings.report_every} sweeps")
     elif args.resume:  # (the non-sgd solvers were refused --resume and --lr-find in cmd_train)
         learn.resume(args.checkpoint)
     elif args.lr_find:
@@ -601,7 +590,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
         "data": dataset.name,
         "feedback": "explicit",
         **_split_record(args),
-        "config": {**dataclasses.asdict(config), "lr": lr},
+        "config": {**config.record(), **({"lr": lr} if lr is not None else {})},
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "recorder": learn.recorder.to_dict(),
     }
@@ -661,10 +650,9 @@ def _train_implicit(args: argparse.Namespace, dataset: Dataset, started: float) 
     """Implicit feedback: a ranking model only (there are no ratings to predict)."""
     if args.ranker == "none":
         raise CliError("implicit feedback trains only a ranking model; --ranker none leaves nothing to train")
-    rating_options = [n for n in (*APPLIES["sgd"], *APPLIES["bayes"], "solver", "n_factors")
-                      if getattr(args, n, None) is not None]
+    rating_options = [n for n in ("solver", *TRAIN_OPTIONS) if getattr(args, n, None) is not None]
     if rating_options or args.preset != "default":
-        flags = ", ".join("--" + n.replace("_", "-") for n in rating_options) or f"--preset {args.preset}"
+        flags = ", ".join(map(_flag, rating_options)) or f"--preset {args.preset}"
         raise CliError(f"{flags} set(s) up a rating model, and implicit feedback trains only a ranking model; "
                        "leave it out (or --feedback explicit if the third column holds ratings)")
     train_frame, valid_frame = _split(args, dataset)
