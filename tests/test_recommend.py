@@ -216,7 +216,7 @@ def test_recommending_in_small_blocks_of_users_gives_the_same_lists(rec, monkeyp
 
     users = list(range(0, 200, 3))
     whole = rec.recommend(users, n=8)
-    monkeypatch.setattr(module, "PAIRS_PER_CHUNK", 3 * len(rec._trained_items))
+    monkeypatch.setattr(module, "PAIRS_PER_CHUNK", 3 * len(rec.trained_item_rows))
     blocked = rec.recommend(users, n=8)
     pd.testing.assert_frame_equal(blocked, whole)
     monkeypatch.setattr(module, "PAIRS_PER_CHUNK", 1)  # one user per block

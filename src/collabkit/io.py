@@ -344,7 +344,8 @@ def _load_weights(path: Path, model: nn.Module, class_name: str, n_users: int, n
         first = str(exc).strip().splitlines()[:3]
         raise ModelFileError(f"{str(weights_path)!r} does not match its config: {' '.join(first)}") from exc
     n_rows = {k: v.shape[0] for k, v in tensors.items() if k.endswith("weight") and v.ndim == 2}
-    expected = _expected_rows(class_name, n_users, n_items)
+    tables = type(model).ID_TABLES
+    expected = {tables["user"]: n_users, tables["item"]: n_items}
     for key, rows in expected.items():
         if n_rows.get(key) != rows:
             raise ModelFileError(
@@ -375,10 +376,3 @@ def _load_history(path: Path, config: dict, n_users: int, n_items: int) -> Ratin
     ):
         raise ModelFileError(f"{str(history_path)!r} does not match vocab.json ({n_users} users, {n_items} items)")
     return history
-
-
-def _expected_rows(class_name: str, n_users: int, n_items: int) -> dict[str, int]:
-    if class_name == "EmbeddingNN":
-        return {"embeds.0.weight": n_users, "embeds.1.weight": n_items}
-    return {"u_weight.weight": n_users, "i_weight.weight": n_items}
-

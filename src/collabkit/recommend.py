@@ -52,8 +52,8 @@ from collabkit.data.ratings import validate_ratings
 from collabkit.data.vocab import UNKNOWN, Vocabulary
 from collabkit.errors import DataError, NotFittedError, UnknownIdError
 from collabkit.io import load_model, save_model
-from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, sigmoid_range
 from collabkit.models.ease import EASE
+from collabkit.models.factors import PAIRS_PER_CHUNK, FactorView
 from collabkit.models.ranker import Ranker
 from collabkit.models.registry import ranker as make_ranker
 from collabkit.training.losses import MSELossFlat
@@ -62,66 +62,13 @@ RANK_BY = ("ranking", "rating")
 
 log = logging.getLogger(__name__)
 
-PAIRS_PER_CHUNK = 1 << 21
-"""How many (user, item) pairs a neural model scores at once in :meth:`FactorView.grid`."""
-
-
-@dataclass
-class FactorView:
-    """A model as user vectors, item vectors, and the function that turns a pair into a rating.
-
-    Dot models (``head is None``) rate a pair as ``sigmoid_range(u · i, *y_range)``;
-    a neural model passes the two vectors through its ``head``.
-    """
-
-    users: torch.Tensor  # (n_users, d_user)
-    items: torch.Tensor  # (n_items, d_item)
-    user_factors: torch.Tensor  # the taste vectors alone (no bias columns), for similarity
-    item_factors: torch.Tensor
-    fixed_tail: int = 0  # trailing user-vector entries that are constants (the 1 that meets b_i)
-    y_range: tuple[float, float] | None = None
-    head: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-
-    def _output(self, scores: torch.Tensor) -> torch.Tensor:
-        return scores if self.y_range is None else sigmoid_range(scores, *self.y_range)
-
-    def pair(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Ratings of ``users[k]`` for ``items[k]``: ``(n, d)``, ``(n, d)`` -> ``(n,)``."""
-        if self.head is not None:
-            return self.head(users, items)
-        return self._output((users * items).sum(1))
-
-    def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Ratings of every user in ``users`` (``(k, d)``) for every item in ``items`` (``(m, d)``): ``(k, m)``."""
-        if self.head is None:
-            return self._output(users @ items.T)
-        k, m = len(users), len(items)
-        rows = max(1, PAIRS_PER_CHUNK // max(m, 1))
-        out = []
-        for start in range(0, k, rows):
-            chunk = users[start : start + rows]
-            out.append(self.head(chunk.repeat_interleave(m, 0), items.repeat(len(chunk), 1)).view(len(chunk), m))
-        return torch.cat(out) if out else users.new_empty((0, m))
-
-
 def factor_view(model: torch.nn.Module) -> FactorView:
-    """The :class:`FactorView` of a built-in model."""
+    """The :class:`~collabkit.models.factors.FactorView` of a rating model (its ``factor_view()``)."""
+    if not callable(getattr(model, "factor_view", None)):
+        raise TypeError(f"a Recommender needs a rating model with factor_view() (DotProduct, DotProductBias, "
+                        f"EmbeddingNN, ...), got {type(model).__name__}")
     with torch.no_grad():
-        if isinstance(model, DotProductBias):
-            p, q = model.u_weight.weight.detach(), model.i_weight.weight.detach()
-            b_u, b_i = model.u_bias.weight.detach(), model.i_bias.weight.detach()
-            users = torch.cat([p, b_u, torch.ones_like(b_u)], 1)
-            items = torch.cat([q, torch.ones_like(b_i), b_i], 1)
-            return FactorView(users, items, p, q, fixed_tail=1, y_range=model.y_range)
-        if isinstance(model, DotProduct):
-            p, q = model.u_weight.weight.detach(), model.i_weight.weight.detach()
-            return FactorView(p, q, p, q, y_range=model.y_range)
-        if isinstance(model, EmbeddingNN):
-            e_u, e_i = model.embeds[0].weight.detach(), model.embeds[1].weight.detach()
-            return FactorView(e_u, e_i, e_u, e_i, head=model.head)
-    raise TypeError(
-        f"a Recommender needs a DotProduct, DotProductBias or EmbeddingNN model, got {type(model).__name__}"
-    )
+        return model.factor_view()
 
 
 @dataclass
@@ -439,7 +386,7 @@ class Recommender:
     @functools.cached_property
     def _search_index(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Trained item rows, their lower-cased titles (ids as text where there are none), most-rated first."""
-        rows = self._trained_items
+        rows = self.trained_item_rows
         if self.history is not None:
             rows = rows[np.argsort(-self.history.item_counts[rows], kind="stable")]
         ids = self.items.ids
@@ -539,7 +486,8 @@ class Recommender:
         return pred, fallback
 
     @functools.cached_property
-    def _trained_items(self) -> np.ndarray:
+    def trained_item_rows(self) -> np.ndarray:
+        """The rows of the items the model trained on: the candidates of top-N lists, and what interpret plots."""
         return np.flatnonzero(self.item_trained)
 
     def _positions(self, rows: np.ndarray) -> np.ndarray:
@@ -550,12 +498,12 @@ class Recommender:
 
     @functools.cached_property
     def _trained_positions(self) -> np.ndarray:
-        return self._positions(self._trained_items)
+        return self._positions(self.trained_item_rows)
 
     def _candidates(self, items: Iterable[Any] | None, min_ratings: int = 0) -> np.ndarray:
         """Candidate item rows: ``items`` (ids or titles) or every trained item, with ``min_ratings`` or more."""
         if items is None:
-            rows = self._trained_items
+            rows = self.trained_item_rows
         else:
             rows = np.unique(self._trained_item_rows(_sequence(items)))
             if len(rows) == 0:
@@ -599,10 +547,10 @@ class Recommender:
 
     @functools.cached_property
     def _trained_item_vectors(self) -> torch.Tensor:
-        return self.view.items[torch.from_numpy(self._trained_items)].contiguous()
+        return self.view.items[torch.from_numpy(self.trained_item_rows)].contiguous()
 
     def _candidate_vectors(self, candidates: np.ndarray) -> torch.Tensor:
-        if candidates is self._trained_items:  # the common case: gathered once
+        if candidates is self.trained_item_rows:  # the common case: gathered once
             return self._trained_item_vectors
         return self.view.items[torch.from_numpy(candidates)]
 
@@ -618,7 +566,7 @@ class Recommender:
         """
         if n < 1:
             raise ValueError(f"n must be a positive integer, got {n}")
-        position = self._trained_positions if candidates is self._trained_items else self._positions(candidates)
+        position = self._trained_positions if candidates is self.trained_item_rows else self._positions(candidates)
         which = cols = np.zeros(0, dtype=np.int64)
         if seen is not None:
             cols = position[seen[1]]
@@ -708,7 +656,7 @@ class Recommender:
         """
         user_rows = np.asarray(user_rows, dtype=np.int64)
         seen = exclude.seen_pairs(user_rows) if exclude is not None else None
-        candidates = self._trained_items if candidates is None else np.asarray(candidates)
+        candidates = self.trained_item_rows if candidates is None else np.asarray(candidates)
         how = self._rank_by(rank_by)
         width = len(self.items) if how == "ranking" else len(candidates)
         scores, rows = self._top_n(self._scorer(how, user_rows=user_rows), len(user_rows), seen, n, candidates, width)

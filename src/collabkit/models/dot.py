@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from collabkit.models.factors import FactorView
 from collabkit.models.layers import Embedding, checked_y_range, positive_ints, sigmoid_range
 
 
@@ -43,9 +44,17 @@ class DotProduct(nn.Module):
         """The constructor arguments, JSON-ready: ``type(self)(**m.config())`` rebuilds the model."""
         return dict(self._config)
 
+    ID_TABLES = {"user": "u_weight.weight", "item": "i_weight.weight"}
+    """The weights with a row per user and per item (checked against the vocabularies on load)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         res = (self.u_weight(x[:, 0]) * self.i_weight(x[:, 1])).sum(dim=1)
         return res if self.y_range is None else sigmoid_range(res, *self.y_range)
+
+    def factor_view(self) -> FactorView:
+        """The users' and items' factor vectors: a rating is ``sigmoid_range(p_u · q_i, *y_range)``."""
+        p, q = self.u_weight.weight.detach(), self.i_weight.weight.detach()
+        return FactorView(p, q, p, q, y_range=self.y_range)
 
 
 class DotProductBias(nn.Module):
@@ -91,11 +100,23 @@ class DotProductBias(nn.Module):
         """The constructor arguments, JSON-ready: ``type(self)(**m.config())`` rebuilds the model."""
         return dict(self._config)
 
+    ID_TABLES = {"user": "u_weight.weight", "item": "i_weight.weight"}
+    """The weights with a row per user and per item (checked against the vocabularies on load)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         users, items = x[:, 0], x[:, 1]
         res = (self.u_weight(users) * self.i_weight(items)).sum(dim=1)
         res = res + self.u_bias(users).squeeze(1) + self.i_bias(items).squeeze(1)
         return res if self.y_range is None else sigmoid_range(res, *self.y_range)
+
+    def factor_view(self) -> FactorView:
+        """Biases folded into the vectors: a user is ``[p_u, b_u, 1]`` and an item ``[q_i, 1, b_i]``, so that
+        their dot product is ``p_u · q_i + b_u + b_i`` (the trailing 1 is fixed in fold-in)."""
+        p, q = self.u_weight.weight.detach(), self.i_weight.weight.detach()
+        b_u, b_i = self.u_bias.weight.detach(), self.i_bias.weight.detach()
+        users = torch.cat([p, b_u, torch.ones_like(b_u)], 1)
+        items = torch.cat([q, torch.ones_like(b_i), b_i], 1)
+        return FactorView(users, items, p, q, fixed_tail=1, y_range=self.y_range)
 
 
 def is_stock_dot_bias(model: nn.Module) -> bool:
