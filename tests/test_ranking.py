@@ -366,7 +366,7 @@ def test_fold_in_of_a_plain_dot_product_is_the_exact_minimum(tmp_path):
     view, mean, precision = rec.view, *rec._user_prior
     noise = float(rec.info.get("train_mse", 0.5))
     target = torch.tensor(list(ratings.values()))
-    items = view.items[torch.from_numpy(rec._trained_item_rows(list(ratings)))]
+    items = view.items[torch.from_numpy(rec.catalogue.trained_item_rows_of(list(ratings)))]
 
     def objective(vector: torch.Tensor) -> float:
         d = vector[: len(mean)] - mean

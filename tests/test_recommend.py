@@ -202,7 +202,7 @@ def test_a_title_made_of_digits_is_found_the_same_way_everywhere(clusters):
     rec = train(frame, epochs=2)
     row = rec.item_row("1917")
     assert rec.items[row] == first
-    assert rec._trained_item_rows(["1917"]).tolist() == [row]
+    assert rec.catalogue.trained_item_rows_of(["1917"]).tolist() == [row]
     by_title = rec.predict([3], ["1917"], strict=True)["prediction"].item()
     assert by_title == rec.predict([3], [first], strict=True)["prediction"].item()
     with pytest.raises(UnknownIdError, match="unknown item id or title '1918'"):
