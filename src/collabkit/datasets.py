@@ -262,10 +262,10 @@ def add_local(name: str, path: str | Path) -> Path:
     finally:
         if archive != path:
             archive.unlink(missing_ok=True)
-    folder = cached_folder(name)
-    if folder is None:
+    unpacked = cached_folder(name)
+    if unpacked is None:
         raise DatasetNotFoundError(f"{str(path)!r} unpacked without {entry.folder}/{_MARKER[entry.format]}")
-    return folder
+    return unpacked
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def _write_binary(cache: Path, fingerprint: str, ratings: pd.DataFrame, movies: 
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # (numpy's stub types **kwds as allow_pickle)
         os.replace(tmp, cache)
     except OSError as exc:  # a read-only home only costs speed
         log.info("cannot write the reload cache %s: %s", cache, exc)

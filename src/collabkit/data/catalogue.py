@@ -91,8 +91,8 @@ class Catalogue:
         rows = self.items.index(self.items.parse(items))
         if self.titles is not None:
             for k in np.flatnonzero(rows == UNKNOWN):
-                if isinstance(items[k], str):
-                    rows[k] = self._title_rows.get(items[k], UNKNOWN)
+                if isinstance(items[int(k)], str):
+                    rows[k] = self._title_rows.get(items[int(k)], UNKNOWN)
         return rows
 
     def no_mistyped_titles(self, items: Sequence[Any], rows: np.ndarray) -> None:
@@ -102,7 +102,7 @@ class Catalogue:
             return
         numeric_ids = pd.api.types.is_integer_dtype(self.items.ids.dtype)
         for k in np.flatnonzero(rows == UNKNOWN):
-            item = items[k]
+            item = items[int(k)]
             if not isinstance(item, str) or (numeric_ids and self.items.parse([item])[0] != item):
                 continue
             hint = self.title_hint(item, 0.6)

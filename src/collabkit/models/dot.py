@@ -37,7 +37,7 @@ class DotProduct(nn.Module):
         _check_sizes(n_users, n_items, n_factors, y_range)
         self.u_weight = Embedding(n_users, n_factors)
         self.i_weight = Embedding(n_items, n_factors)
-        self.y_range = tuple(float(v) for v in y_range) if y_range is not None else None
+        self.y_range = checked_y_range(y_range)
         self._config = {"n_users": n_users, "n_items": n_items, "n_factors": n_factors, "y_range": self.y_range}
 
     def config(self) -> dict:
@@ -93,7 +93,7 @@ class DotProductBias(nn.Module):
         self.i_weight = Embedding(n_items, n_factors)
         self.u_bias = Embedding(n_users, 1)
         self.i_bias = Embedding(n_items, 1)
-        self.y_range = tuple(float(v) for v in y_range) if y_range is not None else None
+        self.y_range = checked_y_range(y_range)
         self._config = {"n_users": n_users, "n_items": n_items, "n_factors": n_factors, "y_range": self.y_range}
 
     def config(self) -> dict:

@@ -14,7 +14,6 @@ it does not read, ``train``, ``cv`` and the estimators pick it up from there.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -35,7 +34,7 @@ class Solver(Protocol):
     name: str
     settings_class: type
     """A frozen dataclass of the solver's own settings, with its own defaults."""
-    renamed: Mapping[str, str]
+    renamed: dict[str, str]
     """Settings read from a :class:`TrainConfig` field of another name (``{"reg": "wd"}``)."""
     resumable: bool
     """Whether it writes checkpoints and can resume from one."""

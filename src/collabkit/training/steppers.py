@@ -155,6 +155,7 @@ def dot_bias_mse_grads(model: DotProductBias, x: torch.Tensor, y: torch.Tensor) 
     p, q = P.index_select(0, users), Q.index_select(0, items)
     z = (p * q).sum(1) + model.u_bias.weight.index_select(0, users)[:, 0] + model.i_bias.weight.index_select(0, items)[:, 0]
     y = y.reshape(-1).float()
+    slope: torch.Tensor | float
     if model.y_range is None:
         pred, slope = z, 1.0
     else:
