@@ -344,7 +344,7 @@ def _load_weights(path: Path, model: nn.Module, class_name: str, n_users: int, n
         first = str(exc).strip().splitlines()[:3]
         raise ModelFileError(f"{str(weights_path)!r} does not match its config: {' '.join(first)}") from exc
     n_rows = {k: v.shape[0] for k, v in tensors.items() if k.endswith("weight") and v.ndim == 2}
-    tables = getattr(type(model), "ID_TABLES")  # every registered rating model names its id tables
+    tables = type(model).ID_TABLES  # every registered rating model names its id tables
     expected = {tables["user"]: n_users, tables["item"]: n_items}
     for key, rows in expected.items():
         if n_rows.get(key) != rows:
