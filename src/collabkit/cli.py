@@ -35,7 +35,7 @@ import torch
 from collabkit import __version__, distributed
 from collabkit import datasets as datasets_mod
 from collabkit.data import CollabDataLoaders, read_ratings_file
-from collabkit.data.ratings import DUPLICATE_POLICIES, check_rating_scale
+from collabkit.data.ratings import DUPLICATE_POLICIES, LINE_OFFSET, check_rating_scale
 from collabkit.data.splits import ML_100K_SPLITS, SPLIT_KINDS, SplitSpec
 from collabkit.datasets import (
     REGISTRY,
@@ -47,7 +47,7 @@ from collabkit.datasets import (
 )
 from collabkit.errors import CollabkitError
 from collabkit.evaluate import cross_validate, evaluate, summarise
-from collabkit.io import check_writable
+from collabkit.io import check_output_file, check_writable
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias
 from collabkit.models.registry import RANKERS
@@ -446,6 +446,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)  # checked before any data is read or any process started
     if args.out is not None:
         check_writable(args.out)  # refused now, not after the training it would throw away
+    if args.checkpoint is not None and not args.resume:
+        check_output_file(args.checkpoint)
     several = args.nproc > 1 or distributed.launched_by_torchrun()
     if config.solver != "sgd" and (args.lr_find or args.checkpoint or several):
         raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
@@ -636,6 +638,9 @@ def _report_ranker(rec: Recommender, seconds: float, train_frame: pd.DataFrame, 
     print(f"ranking model: {rec.ranker.name} {rec.ranker.config()} fitted in {seconds:.2f} s")
     if len(valid_frame) == 0:
         return
+    if rec.item_trained.sum() <= 10:  # a top-10 of at most 10 items says nothing (and evaluate refuses k=10)
+        print(f"valid top-10: not measured, with {int(rec.item_trained.sum())} trained items")
+        return
     metrics = evaluate(rec, train_frame, valid_frame, k=10)
     table = metrics.set_index("metric")
     if "precision@10" not in table.index:
@@ -771,6 +776,8 @@ def _show(frame: pd.DataFrame, as_json: bool, title: str | None = None) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model)
+    if args.output is not None:
+        check_output_file(args.output)
     if args.pairs is not None:
         pairs = read_ratings_file(args.pairs, args.sep)
         cols = [rec.columns["user"], rec.columns["item"]]
@@ -778,6 +785,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if pairs.shape[1] < 2:
                 raise CliError(f"--pairs needs user and item columns; {args.pairs} has {list(pairs.columns)}")
             cols = list(pairs.columns[:2])
+        empty = pairs[cols].isna().any(axis=1)
+        if empty.any():
+            first = empty.idxmax()
+            missing = " or ".join(c for c in cols if pd.isna(pairs.at[first, c]))
+            raise CliError(f"--pairs {args.pairs}: line {int(first) + pairs.attrs.get(LINE_OFFSET, 2)} has no "
+                           f"{missing} id; fill it in or drop the line")
         users, items = pairs[cols[0]].tolist(), pairs[cols[1]].tolist()
     elif args.user is not None and args.item is not None:
         users, items = [args.user], [args.item]

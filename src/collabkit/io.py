@@ -25,6 +25,7 @@ previous model untouched and never a half-written one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import stat
@@ -122,7 +123,29 @@ def check_writable(path: str | Path) -> Path:
     path = Path(path)
     if path.exists() and not _is_replaceable(path):
         raise ModelFileError(f"{str(path)!r} exists and is not a collabkit model directory; refusing to overwrite it")
+    _check_parent(path)
     return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Raise :class:`ModelFileError` unless a file can be written at ``path``: not a directory, and its folder
+    exists or can be made. For commands to check an output (a checkpoint, a CSV) before the work."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{str(path)!r} is a directory; give a file path")
+    _check_parent(path)
+    return path
+
+
+def _check_parent(path: Path) -> None:
+    """The nearest existing folder above ``path`` must be a writable directory (not a file)."""
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ModelFileError(f"cannot write {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ModelFileError(f"cannot write {str(path)!r}: no permission to write in {str(parent)!r}")
 
 
 def _umask() -> int:
@@ -274,10 +297,23 @@ def load_model(path: str | Path) -> LoadedModel:
     columns, info = config.get("columns"), config.get("info", {})
     if not (isinstance(columns, dict) and all(isinstance(v, str) for v in columns.values()) and isinstance(info, dict)):
         raise ModelFileError(f"{str(path / CONFIG)!r}: 'columns' must map names to strings and 'info' be an object")
+    _check_rating_scale(path, info.get("rating_scale"))
     history = _load_history(path, config, len(users), len(items))
     return LoadedModel(
         model, users, items, dict(config["columns"]), titles, dict(config.get("info", {})), history, ranker, interactions
     )
+
+
+def _check_rating_scale(path: Path, scale: Any) -> None:
+    """``info.rating_scale`` (what predictions are clipped to, and fold-in ratings checked against): absent,
+    or two finite numbers, low <= high."""
+    if scale is None:
+        return
+    ok = isinstance(scale, list) and len(scale) == 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in scale)
+    if not (ok and scale[0] <= scale[1]):
+        raise ModelFileError(f"{str(path / CONFIG)!r}: info.rating_scale must be [low, high], two finite numbers "
+                             f"with low <= high, got {scale!r}")
 
 
 def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:

@@ -81,7 +81,8 @@ class NewUser:
 
 
 def _ranker(ranker: str | Ranker, config: dict, interactions: Interactions) -> Ranker:
-    """An unfitted ranker: as named or given; ``"auto"`` is EASE when its item matrix fits, else implicit ALS."""
+    """An unfitted ranker: as named or given; ``"auto"`` is EASE when its item matrix fits, else implicit ALS,
+    and popularity when no item has enough users for EASE (data too small to learn item-item weights)."""
     if ranker == "auto":
         try:
             ease = EASE(**config)
@@ -89,7 +90,12 @@ def _ranker(ranker: str | Ranker, config: dict, interactions: Interactions) -> R
             raise ValueError(
                 f"with ranker='auto' the hyperparameters are EASE's; name the ranker for others ({exc})"
             ) from exc
-        if (interactions.item_counts >= ease.min_count).sum() <= ease.max_items:
+        eligible = int((interactions.item_counts >= ease.min_count).sum())
+        if eligible == 0:
+            log.warning("no item has %d or more users, so EASE has nothing to model: ranking by popularity",
+                        ease.min_count)
+            return make_ranker("popular")
+        if eligible <= ease.max_items:
             return ease
         log.info("EASE would model too many items (max_items %d): ranking with implicit ALS instead", ease.max_items)
         return make_ranker("ials")
@@ -365,7 +371,12 @@ class Recommender:
         """
         users, items = list(users), list(items)
         pred, fallback = self.predict_values(users, items, strict)
-        return pd.DataFrame({"user": users, "item": items, "prediction": pred, "fallback": fallback})
+        # ids as the model stores them ("1" asked of int ids is 1); an item given by title stays its title
+        parsed_items = self.items.parse(items)
+        known = self.items.index(parsed_items) != UNKNOWN
+        items = [p if ok else raw for p, ok, raw in zip(parsed_items, known, items)]
+        return pd.DataFrame({"user": list(self.users.parse(users)), "item": items, "prediction": pred,
+                             "fallback": fallback})
 
     def predict_values(
         self, users: Sequence[Any], items: Sequence[Any], strict: bool = False
