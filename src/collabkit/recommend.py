@@ -726,8 +726,9 @@ class Recommender:
         With few ratings the answer stays among real users' tastes; with many,
         the ratings decide. No retraining: item vectors and the model are frozen.
         For a plain dot product (no ``y_range``, no network: the default model) the
-        objective is quadratic and its minimum one small linear solve; otherwise
-        L-BFGS (``max_iter`` iterations) finds it.
+        objective is quadratic and its minimum one small linear solve; with a
+        ``y_range`` (the lesson's model) Gauss-Newton steps find it, each one small
+        solve; only a neural model takes L-BFGS (``max_iter`` iterations).
 
         Args:
             ratings: ``{item: rating}`` (ids or titles), or a DataFrame with the model's
@@ -735,7 +736,7 @@ class Recommender:
                 two-column file, the other the rating).
             noise: variance of a rating around its prediction; default: the
                 training MSE recorded with the model (``info["train_mse"]``), else 0.5.
-            max_iter: L-BFGS iterations.
+            max_iter: the most Gauss-Newton steps or L-BFGS iterations.
         """
         noise = float(self.info.get("train_mse", 0.5)) if noise is None else float(noise)
         if not noise > 0:
@@ -755,6 +756,8 @@ class Recommender:
             rhs = free_items.T @ (target.double() - tail_items @ tail.double()) + noise * precision.double() @ mean.double()
             solved = torch.linalg.solve(lhs, rhs).to(mean.dtype)
             return NewUser(torch.cat([solved, tail]), rows, values)
+        if view.head is None:  # a dot product squashed into y_range: a few Gauss-Newton steps
+            return NewUser(torch.cat([self._gauss_newton(items, target, tail, noise, max_iter), tail]), rows, values)
         free = mean.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([free], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
@@ -769,6 +772,27 @@ class Recommender:
 
         opt.step(closure)
         return NewUser(torch.cat([free.detach(), tail]), rows, values)
+
+    def _gauss_newton(self, items: torch.Tensor, target: torch.Tensor, tail: torch.Tensor, noise: float,
+                      max_iter: int, tol: float = 1e-7) -> torch.Tensor:
+        """The fold-in minimum for ``r̂ = low + (high - low)·σ(x·q_i + tail·t_i)``: Gauss-Newton steps,
+        each one small solve of ``(JᵀJ + noise·Λ) δ = -(Jᵀ(r̂ - r) + noise·Λ(x - x̄))``, from the population mean,
+        until the step is below ``tol`` (a few steps) or ``max_iter``. Microseconds where L-BFGS took tens of ms."""
+        mean, precision = (t.double() for t in self._user_prior)
+        low, high = self.view.y_range
+        cut = len(mean)
+        free_items, offset = items[:, :cut].double(), items[:, cut:].double() @ tail.double()
+        prior = noise * precision
+        x = mean.clone()
+        for _ in range(max_iter):
+            s = torch.sigmoid(free_items @ x + offset)
+            residual = low + (high - low) * s - target.double()
+            jac = ((high - low) * s * (1 - s))[:, None] * free_items
+            step = torch.linalg.solve(jac.T @ jac + prior, jac.T @ residual + prior @ (x - mean))
+            x = x - step
+            if float(step.abs().max()) < tol:
+                break
+        return x.to(self._user_prior[0].dtype)
 
     def recommend_new_user(
         self,
