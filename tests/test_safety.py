@@ -260,15 +260,22 @@ def test_a_body_full_of_unknown_keys_gets_a_small_error(tmp_path, rec):
 
     rec.save(tmp_path / "m")
     app = create_app(tmp_path / "m")
-    body = {"pairs": [{"user": 0, "item": 1}], **{f"k{i}": i for i in range(60_000)}}
+    # unknown keys spread over many objects are validated, and the answer lists the first 20 errors
+    spread = {"pairs": [{"user": 0, "item": 1, **{f"k{j}": j for j in range(10)}} for _ in range(600)]}
+    # one object with 60,000 keys is refused by one scan, before validation builds 60,000 errors
+    wide = {"pairs": [{"user": 0, "item": 1}], **{f"k{i}": i for i in range(60_000)}}
 
-    async def call() -> httpx.Response:
+    async def call(body) -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
             return await c.post("/predict", content=json.dumps(body), headers={"content-type": "application/json"})
 
-    r = asyncio.run(call())
+    r = asyncio.run(call(spread))
     assert r.status_code == 422 and len(r.content) < 10_000
-    assert r.json()["detail"][-1]["msg"] == "... and 59980 more errors"
+    assert r.json()["detail"][-1]["msg"] == "... and 5980 more errors"
+    r = asyncio.run(call(wide))
+    assert r.status_code == 422 and len(r.content) < 1_000
+    (error,) = r.json()["detail"]
+    assert error["type"] == "too_many_keys" and "60001 keys" in error["msg"]
 
 
 def test_train_on_everything_then_evaluate_on_a_separate_file(tmp_path, capsys):
