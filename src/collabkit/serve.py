@@ -31,7 +31,7 @@ Concurrency: a question about one user or a batch of pairs takes well under
 a millisecond of CPU, so those handlers are ``async def`` and answer on the
 event loop: a thread-pool hop costs about as much as the answer, and under the
 GIL the pool adds no parallelism (measured in ``docs/serving.md``). Fold-in
-(L-BFGS, tens of ms) and reload (file reads) are plain ``def`` handlers that
+(a small solve or a few, milliseconds) and reload (file reads) are plain ``def`` handlers that
 FastAPI runs in its thread pool, so they never stall the loop. Torch runs one
 intra-op thread per process (``torch_threads``): parallelism comes from
 ``workers`` (processes). A loaded model is never mutated; a reload swaps one
