@@ -164,3 +164,14 @@ def test_dataloaders_vocab_covers_both_splits_and_decodes(planted):
     merged = decoded.merge(planted, on=["user", "item"], suffixes=("", "_src"))
     assert np.allclose(merged["rating"], merged["rating_src"]) and len(merged) == 5
     assert list(dls.show_batch(4).columns) == ["user", "item", "rating"]
+
+
+@pytest.mark.parametrize("index", [["a", "b", "c", "d", "e"], pd.date_range("2026-01-01", periods=5)],
+                         ids=["text", "dates"])
+def test_errors_name_rows_by_position_whatever_the_index(index):
+    table = frame(rating=[4.0, np.nan, 5.0, 2.0, 1.0]).set_axis(index)
+    with pytest.raises(DataError, match=r"NaN or infinite.*first: row 1: user=1"):
+        validate_ratings(table)
+    table = frame(user=[1, None, 2, 2, 3]).set_axis(index)
+    with pytest.raises(DataError, match=r"missing user id, e.g. at row\(s\) \[1\]"):
+        validate_ratings(table)

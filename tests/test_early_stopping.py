@@ -133,3 +133,17 @@ def test_cli_early_stop_refusals(overfit_csv, capsys, extra, message):
     status = main(["train", "--data", str(overfit_csv), "--early-stop", "2", "--epochs", "3", *extra])
     err = capsys.readouterr().err
     assert status != 0 and message in err and "Traceback" not in err
+
+
+def test_early_stopping_never_chooses_epochs_on_a_test_set(overfit_csv, tmp_path, capsys, small):
+    """cv took --early-stop and chose each fold's epoch on its test fold; --resume took it and did not stop."""
+    from collabkit.evaluate import cross_validate
+    from collabkit.training.recipe import TrainConfig
+
+    assert main(["cv", "--data", str(overfit_csv), "--preset", "lesson", "--early-stop", "1", "--folds", "2"]) == 1
+    assert "each fold's epoch on its test fold" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="test fold"):
+        cross_validate(TrainConfig(patience=1), small, folds=2)
+    assert main(["train", "--data", str(overfit_csv), "--preset", "lesson", "--early-stop", "1", "--resume",
+                 "--checkpoint", str(tmp_path / "ck.pt")]) == 1
+    assert "does not carry over a --resume" in capsys.readouterr().err

@@ -168,3 +168,12 @@ def test_the_log_says_which_steps_a_fit_took(planted, caplog, fast, words):
         learn.fit(1, 1e-2)
     messages = [r.getMessage() for r in caplog.records if r.name == "collabkit.training.steppers"]
     assert len(messages) == 1 and messages[0].startswith(f"SGD steps: {words}")
+
+
+def test_numpy_sizes_make_a_model_whose_config_is_json():
+    import json
+
+    import numpy as np
+
+    model = DotProductBias(np.int64(5), np.int32(4), np.int64(3))
+    assert json.loads(json.dumps(model.config()))["n_users"] == 5  # it built, then could not be saved

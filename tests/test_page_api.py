@@ -152,3 +152,18 @@ def test_the_page_and_its_files_are_served_and_the_schema_lists_its_endpoints(cl
         assert r.status_code == 200 and kind in r.headers["content-type"] and len(r.text) > 1000
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/items/search", "/map"} <= set(paths) and "/" not in paths
+
+
+def test_the_map_keeps_to_n_points_without_a_rating_history(saved):
+    """n was applied only when the model had its history: without it, every item came back."""
+    import json
+    import shutil
+
+    folder = saved["rating"][0].parent / "no-history"
+    shutil.copytree(saved["rating"][0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["history"] = None
+    (folder / "config.json").write_text(json.dumps(config))
+    with TestClient(create_app(folder)) as c:
+        r = c.get("/map", params={"n": 7})
+    assert r.status_code == 200 and len(r.json()["points"]) == 7

@@ -240,3 +240,22 @@ def test_fold_in_leaves_the_model_untouched_and_runs_concurrently(clusters):
     for name, p in r.model.named_parameters():
         assert p.requires_grad and p.grad is None, name
         assert torch.equal(p.detach(), before[name]), name
+
+
+def test_a_new_history_gives_lists_that_agree_with_predict(rec):
+    """Setting history kept the candidate vectors cached from the old one: scores came out shifted."""
+    import copy
+
+    import dataclasses
+
+    partial = copy.copy(rec)
+    counts = rec.history.item_counts.copy()
+    counts[:5] = 0  # five items untrained: fewer candidates
+    partial.history = dataclasses.replace(rec.history, item_counts=counts)
+    first = partial.recommend([0], n=5, exclude_seen=False, rank_by="rating")  # fills the caches
+    assert len(first) == 5 and len(partial.trained_item_rows) == len(rec.items) - 5
+    bare = copy.copy(partial)
+    bare.history = None  # every item counts as trained again
+    top = bare.recommend([0], n=10, exclude_seen=False, rank_by="rating")
+    predicted = bare.predict([0] * len(top), top["item"].tolist())["prediction"].to_numpy()
+    np.testing.assert_allclose(top["score"].to_numpy(), predicted, rtol=1e-5)

@@ -342,6 +342,23 @@ def test_a_stalled_request_gets_408_and_its_connection_closes(servers, sent):
         assert c.get("/health").status_code == 200
 
 
+def test_a_stalled_second_request_on_a_kept_alive_connection_also_gets_408(servers):
+    import socket
+
+    server = servers["reloaded"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=STALL_SECONDS + 20) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while b"\r\n\r\n" not in first or len(first.split(b"\r\n\r\n", 1)[1]) < 2:  # headers and a short body
+            first += s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        s.sendall(b"GET /health HTTP/1.1\r\nHo")  # the next request stalls half-way through its header
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer  # it was closed without a word
+
+
 # --- reload (each on a server of its own, so that the order of tests does not matter) -------------
 def test_reload_needs_the_token(client):
     assert client.post("/reload").status_code == 401

@@ -547,6 +547,9 @@ def _check_early_stop(args: argparse.Namespace, several: bool) -> None:
     """--early-stop needs validation rows that are not the test set, in one process."""
     if several:
         raise CliError("--early-stop runs in one process; drop --nproc (or --early-stop)")
+    if args.resume:
+        raise CliError("--early-stop does not carry over a --resume yet (the checkpoint holds no best epoch); "
+                       "resume without --early-stop")
     if args.split in ML_100K_SPLITS:
         raise CliError(f"--early-stop chooses the epoch on the validation rows, which with --split {args.split} "
                        "are that split's test set; use --split random (or drop --early-stop)")
@@ -731,6 +734,8 @@ def _evaluate_file(args: argparse.Namespace, rec: Recommender) -> int:
 
 def cmd_cv(args: argparse.Namespace) -> int:
     config = _config(args)
+    if config.patience is not None:
+        raise CliError("--early-stop would choose each fold's epoch on its test fold; cross-validate without it")
     dataset = _load_table(args)
     if _feedback(args, dataset) == "implicit":
         raise CliError("cv trains rating models; for implicit feedback use train with a split, then evaluate")

@@ -190,6 +190,9 @@ def cross_validate(
         One row per fold: ``fold``, every metric of :func:`evaluate`, and
         ``fit_seconds``. Summarise with :func:`summarise`.
     """
+    if config.patience is not None:
+        raise ValueError("early stopping would choose each fold's epoch on its test fold, and the figures would "
+                         "flatter; cross-validate without it (patience=None, no --early-stop)")
     clean = validate_ratings(frame, *columns, duplicates=duplicates)
     rows = []
     for fold, (train_idx, test_idx) in enumerate(kfold(len(clean), folds, seed)):

@@ -89,7 +89,8 @@ def item_pca(rec: Recommender, n_components: int = 3, top: int | None = 1000) ->
     """
     rows = rec.trained_item_rows
     if rec.history is not None:  # most-rated first, so the head of the frame is the best-known items
-        rows = rows[np.argsort(-rec.history.item_counts[rows], kind="stable")[:top]]
+        rows = rows[np.argsort(-rec.history.item_counts[rows], kind="stable")]
+    rows = rows[:top]
     factors = rec.view.item_factors[torch.from_numpy(rows)].double()
     k = min(n_components, factors.shape[1], len(rows))
     if k < 1 or len(rows) < 2:

@@ -323,8 +323,12 @@ class Recommender:
         return self.catalogue.history
 
     @history.setter
-    def history(self, history: RatingHistory | None) -> None:  # a new catalogue: copies never share a change
+    def history(self, history: RatingHistory | None) -> None:
+        """A new catalogue (copies never share a change), and every cached view of the trained rows dropped."""
         self.catalogue = Catalogue(self.users, self.items, self.titles, history)
+        for name, attr in vars(Recommender).items():
+            if isinstance(attr, functools.cached_property) and name != "view":
+                self.__dict__.pop(name, None)
 
     @property
     def user_trained(self) -> np.ndarray:
@@ -783,13 +787,27 @@ class Recommender:
         cut = len(mean)
         free_items, offset = items[:, :cut].double(), items[:, cut:].double() @ tail.double()
         prior = noise * precision
-        x = mean.clone()
+        target = target.double()
+
+        def objective(x: torch.Tensor) -> float:
+            d = x - mean
+            fit = low + (high - low) * torch.sigmoid(free_items @ x + offset) - target
+            return float(fit @ fit + d @ prior @ d)
+
+        x, current = mean.clone(), objective(mean)
         for _ in range(max_iter):
             s = torch.sigmoid(free_items @ x + offset)
-            residual = low + (high - low) * s - target.double()
+            residual = low + (high - low) * s - target
             jac = ((high - low) * s * (1 - s))[:, None] * free_items
             step = torch.linalg.solve(jac.T @ jac + prior, jac.T @ residual + prior @ (x - mean))
-            x = x - step
+            for _ in range(30):  # a step is taken only where the objective falls (halved until it does)
+                moved = objective(x - step)
+                if moved <= current:
+                    break
+                step = step / 2
+            else:
+                break  # no step lowers it: x is the minimum to working precision
+            x, current = x - step, moved
             if float(step.abs().max()) < tol:
                 break
         return x.to(self._user_prior[0].dtype)

@@ -38,7 +38,10 @@ def _rows_preview(frame: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int 
     that did not come from a file), with plain Python values: no ``np.float64(...)``, and an empty cell said so."""
     rows = frame[np.asarray(mask)].head(limit)
     offset = frame.attrs.get(LINE_OFFSET)
-    where, offset = ("row", 0) if offset is None else ("line", offset)
+    if offset is None:  # not from a file: rows by position (the index may be anything: text, dates)
+        where, offset, labels = "row", 0, np.flatnonzero(np.asarray(mask))[:limit].tolist()
+    else:
+        where, labels = "line", [int(i) for i in rows.index]
 
     def cell(value) -> str:
         if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
@@ -47,7 +50,7 @@ def _rows_preview(frame: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int 
 
     return "; ".join(
         f"{where} {idx + offset}: " + ", ".join(f"{col}={cell(value)}" for col, value in zip(rows.columns, values))
-        for idx, values in zip(rows.index, rows.itertuples(index=False, name=None))
+        for idx, values in zip(labels, rows.itertuples(index=False, name=None))
     )
 
 
@@ -70,8 +73,10 @@ def _clean_ids(values: pd.Series, role: str, line_offset: int | None = None) -> 
     (see :data:`LINE_OFFSET`), so a missing id is named by its line."""
     if values.isna().any():
         n = int(values.isna().sum())
-        where, offset = ("row(s)", 0) if line_offset is None else ("line(s)", line_offset)
-        first = [int(i) + offset for i in values.index[values.isna()][:3]]
+        if line_offset is None:  # rows by position (the index may be anything)
+            where, first = "row(s)", np.flatnonzero(values.isna().to_numpy())[:3].tolist()
+        else:
+            where, first = "line(s)", [int(i) + line_offset for i in values.index[values.isna()][:3]]
         raise DataError(f"{n} row(s) have a missing {role} id, e.g. at {where} {first}")
     if pd.api.types.is_integer_dtype(values) or pd.api.types.is_string_dtype(values):
         return values

@@ -9,10 +9,10 @@ from collabkit.models.factors import FactorView
 from collabkit.models.layers import Embedding, checked_y_range, positive_ints, sigmoid_range
 
 
-def _check_sizes(n_users: int, n_items: int, n_factors: int, y_range: tuple[float, float] | None) -> None:
-    for name, value in (("n_users", n_users), ("n_items", n_items), ("n_factors", n_factors)):
-        positive_ints(name, [value])
-    checked_y_range(y_range)
+def _check_sizes(n_users: int, n_items: int, n_factors: int) -> tuple[int, int, int]:
+    """The three sizes as plain ints (numpy ints too, so that config() is JSON), each checked positive."""
+    return tuple(positive_ints(name, [value])[0]  # type: ignore[return-value]
+                 for name, value in (("n_users", n_users), ("n_items", n_items), ("n_factors", n_factors)))
 
 
 class DotProduct(nn.Module):
@@ -34,7 +34,7 @@ class DotProduct(nn.Module):
 
     def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: tuple[float, float] | None = None):
         super().__init__()
-        _check_sizes(n_users, n_items, n_factors, y_range)
+        n_users, n_items, n_factors = _check_sizes(n_users, n_items, n_factors)
         self.u_weight = Embedding(n_users, n_factors)
         self.i_weight = Embedding(n_items, n_factors)
         self.y_range = checked_y_range(y_range)
@@ -88,7 +88,7 @@ class DotProductBias(nn.Module):
         y_range: tuple[float, float] | None = (0.0, 5.5),
     ):
         super().__init__()
-        _check_sizes(n_users, n_items, n_factors, y_range)
+        n_users, n_items, n_factors = _check_sizes(n_users, n_items, n_factors)
         self.u_weight = Embedding(n_users, n_factors)
         self.i_weight = Embedding(n_items, n_factors)
         self.u_bias = Embedding(n_users, 1)

@@ -46,6 +46,7 @@ import torch
 
 from collabkit.errors import TrainingDivergedError
 from collabkit.models import DotProductBias
+from collabkit.models.layers import positive_ints
 
 _INITIAL_ACC = 0.1
 """Each row's Adagrad accumulator starts here, so the first steps are at most ``lr / √0.1``."""
@@ -197,9 +198,7 @@ class SparseConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_factors", "epochs", "bs"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_ints(name, [getattr(self, name)])
         if not (self.lr > 0 and self.reg >= 0):
             raise ValueError(f"lr must be > 0 and the L2 penalty (wd) >= 0, got lr={self.lr}, wd={self.reg}")
 
