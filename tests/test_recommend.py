@@ -245,7 +245,6 @@ def test_fold_in_leaves_the_model_untouched_and_runs_concurrently(clusters):
 def test_a_new_history_gives_lists_that_agree_with_predict(rec):
     """Setting history kept the candidate vectors cached from the old one: scores came out shifted."""
     import copy
-
     import dataclasses
 
     partial = copy.copy(rec)
