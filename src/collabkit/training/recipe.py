@@ -21,12 +21,13 @@ from collabkit.data.ratings import Duplicates
 from collabkit.metrics import rmse
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rule
 from collabkit.training.bayes import BayesConfig, fit_bayes
+from collabkit.training.bayes_svdpp import SVDppConfig, fit_bayes_svdpp
 from collabkit.training.callbacks import Callback, EarlyStoppingCallback, SaveModelCallback
 from collabkit.training.learner import Learner
 from collabkit.training.sparse import fit_sparse
 
 MODELS = ("dot", "dot-bias", "nn")
-SOLVERS = ("sgd", "bayes", "sparse")
+SOLVERS = ("sgd", "bayes", "bayes-svdpp", "sparse")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,9 @@ class TrainConfig:
     ``solver="sgd"`` trains ``model`` with ``fit_one_cycle(epochs, lr, wd=wd)``
     at batch size ``bs``; ``solver="bayes"`` fits Bayesian PMF by Gibbs
     sampling (``sweeps``, ``burn_in``, ``thin``, with ``n_factors`` factors per
-    sample; see :mod:`collabkit.training.bayes`); ``solver="sparse"`` runs
+    sample; see :mod:`collabkit.training.bayes`); ``solver="bayes-svdpp"`` fits
+    Bayesian SVD++ with biases and implicit factors on both sides the same way
+    (:mod:`collabkit.training.bayes_svdpp`); ``solver="sparse"`` runs
     row-sparse SGD for ``epochs`` at ``lr`` with ``wd`` as the per-rating L2
     penalty (see :mod:`collabkit.training.sparse`). Both store a ``DotProductBias``.
     """
@@ -70,8 +73,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not self.lr > 0 or self.wd < 0:
             raise ValueError(f"lr must be > 0 and wd >= 0, got lr={self.lr}, wd={self.wd}")
-        if self.solver == "bayes":
-            self.bayes()  # checks sweeps, burn_in, thin
+        if self.solver in ("bayes", "bayes-svdpp"):
+            self.sampler()  # checks sweeps, burn_in, thin
         if self.patience is not None and (self.solver != "sgd" or self.patience < 1):
             raise ValueError(f"patience (early stopping) is a positive number of epochs for the sgd solver, "
                              f"got {self.patience!r} with solver {self.solver!r}")
@@ -79,6 +82,14 @@ class TrainConfig:
     def bayes(self) -> BayesConfig:
         """The Gibbs sampler's settings."""
         return BayesConfig(n_factors=self.n_factors, sweeps=self.sweeps, burn_in=self.burn_in, thin=self.thin)
+
+    def svdpp(self) -> SVDppConfig:
+        """The Bayesian SVD++ sampler's settings."""
+        return SVDppConfig(n_factors=self.n_factors, sweeps=self.sweeps, burn_in=self.burn_in, thin=self.thin)
+
+    def sampler(self) -> BayesConfig | SVDppConfig:
+        """The settings of this config's Gibbs sampler (solver "bayes" or "bayes-svdpp")."""
+        return self.svdpp() if self.solver == "bayes-svdpp" else self.bayes()
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (``None`` values are ignored)."""
@@ -129,7 +140,7 @@ def prepare(
         train_frame, valid_frame, *columns, bs=config.bs, seed=config.seed, duplicates=duplicates, device=device
     )
     if config.solver != "sgd":
-        width = config.bayes().model_factors if config.solver == "bayes" else config.n_factors
+        width = config.sampler().model_factors if config.solver != "sparse" else config.n_factors
         model = DotProductBias(len(dls.users), len(dls.items), width, y_range=None)
     else:
         y_range = config.y_range if config.y_range is not None else default_y_range(dls.train.y.cpu().numpy())
@@ -176,6 +187,8 @@ def fit(learn: Learner, config: TrainConfig, lr: float | None = None, checkpoint
     lr = config.lr if lr is None else lr
     if config.solver == "bayes":
         fit_bayes(learn, config.bayes(), seed=config.seed)
+    elif config.solver == "bayes-svdpp":
+        fit_bayes_svdpp(learn, config.svdpp(), seed=config.seed)
     elif config.solver == "sparse":
         fit_sparse(learn, epochs=config.epochs, lr=lr, reg=config.wd, seed=config.seed)
     else:
