@@ -127,16 +127,20 @@ class Implicit:
         dense = np.zeros((n_rows, n_cols))
         dense[rows, cols] = scale[rows]
         X = torch.from_numpy(dense)
-        self.X = X.to_sparse_csr()
+        with warnings.catch_warnings():  # torch's sparse CSR "beta" warning, as in _Side
+            warnings.simplefilter("ignore", UserWarning)
+            self.X = X.to_sparse_csr()
+            transposed = torch.from_numpy(np.ascontiguousarray(dense.T)).to_sparse_csr()
         # the thin SVD from the eigenvectors of the smaller Gram matrix (XXᵀ or XᵀX): several times faster
         wide = n_rows <= n_cols
-        gram = self.X @ X.T if wide else torch.from_numpy(np.ascontiguousarray(dense.T)).to_sparse_csr() @ X
+        gram = self.X @ X.T if wide else transposed @ X
         squares, vectors = torch.linalg.eigh(gram)
         keep = squares > 1e-10 * max(float(squares.max()), 1.0) if len(squares) else squares > 0
         s, vectors = squares[keep].sqrt(), vectors[:, keep]
         other = (X.T @ vectors if wide else X @ vectors) / s  # the other side's singular vectors
-        self.U, self.W = (vectors, other) if wide else (other, vectors)
-        self.s = s
+        U, W = (vectors, other) if wide else (other, vectors)
+        # contiguous transposes too: torch's product with a transposed view is several times slower
+        self.Ut, self.W, self.Wt, self.s = U.T.contiguous(), W.contiguous(), W.T.contiguous(), s
 
     def term(self, Y: torch.Tensor) -> torch.Tensor:
         """Every row's ``Σ_j X_uj y_j``."""
@@ -151,11 +155,11 @@ class Implicit:
         """
         S, R = torch.linalg.eigh(prec)
         S = S.clamp_min(0.0)
-        proj = self.U.T @ (target @ R)  # rank × d
+        proj = self.Ut @ (target @ R)  # rank × d
         precision = S[None, :] * self.s[:, None] ** 2 + lam
         coef = S[None, :] * self.s[:, None] * proj / precision + z1 / precision.sqrt()
         free = z2 / math.sqrt(lam)  # N(0, I/lam), its part along W replaced by coef
-        rotated = free + self.W @ (coef - self.W.T @ free)
+        rotated = free + self.W @ (coef - self.Wt @ free)
         return rotated @ R.T
 
 
