@@ -267,8 +267,9 @@ def _add_train_options(sub: argparse.ArgumentParser) -> None:
                      "DotProductBias with fit_one_cycle(5, 5e-3, wd=0.1)) or sparse (row-wise Adagrad for large "
                      "data: 64 factors, 20 epochs, lr 0.05, L2 0.02); default: default")
     fit.add_argument("--solver", choices=SOLVERS,
-                     help="sgd (fit_one_cycle, dense AdamW), bayes (Gibbs sampling) or sparse (row-sparse SGD)")
-    fit.add_argument("--sweeps", type=_positive_int, help="Gibbs sweeps of the bayes solver")
+                     help="sgd (fit_one_cycle, dense AdamW), bayes (Gibbs sampling), bayes-svdpp (Gibbs sampling "
+                          "of Bayesian SVD++, slower and more accurate) or sparse (row-sparse SGD)")
+    fit.add_argument("--sweeps", type=_positive_int, help="Gibbs sweeps of the bayes and bayes-svdpp solvers")
     fit.add_argument("--model", choices=MODELS, help="dot product, with biases, or a neural net")
     fit.add_argument("--n-factors", type=_positive_int, help="embedding width")
     fit.add_argument(
@@ -392,12 +393,13 @@ def _device(name: str) -> torch.device:
     return device
 
 
-SOLVER_PRESET = {"sgd": "lesson", "bayes": "default", "sparse": "sparse"}
+SOLVER_PRESET = {"sgd": "lesson", "bayes": "default", "bayes-svdpp": "accurate", "sparse": "sparse"}
 """Where a --solver that differs from the preset's takes its settings from: that solver's own preset."""
 APPLIES = {
     "sgd": ("model", "epochs", "lr", "wd", "wd_mode", "bs", "y_range", "layers", "early_stop"),
     "sparse": ("epochs", "lr", "wd", "bs"),
     "bayes": ("sweeps",),
+    "bayes-svdpp": ("sweeps",),
 }
 """The solver options each solver reads; any other is refused rather than silently ignored."""
 
@@ -406,7 +408,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     """The preset, with every option the user set on top; an option the solver would ignore is refused."""
     base = PRESETS[args.preset]
     given = [name for name in (*APPLIES["sgd"], "sweeps") if getattr(args, name, None) is not None]
-    if args.solver is None and base.solver == "bayes" and set(given) & set(APPLIES["sgd"]):
+    if args.solver is None and base.solver in ("bayes", "bayes-svdpp") and set(given) & set(APPLIES["sgd"]):
         base = PRESETS["lesson"]  # asking for SGD settings means the SGD solver, from the lesson's settings
         if not getattr(args, "json", False):  # (stdout is JSON then)
             print(f"note: {', '.join('--' + n.replace('_', '-') for n in given)} given: training the lesson's "
@@ -609,6 +611,9 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
     if config.solver == "bayes":
         print(f"Bayesian PMF by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
               f"{config.n_factors} factors; a row per {config.bayes().report_every} sweeps")
+    elif config.solver == "bayes-svdpp":
+        print(f"Bayesian SVD++ by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
+              f"every {config.thin} kept, {config.n_factors} factors; a row per {config.svdpp().report_every} sweeps")
     elif args.resume:  # (the non-sgd solvers were refused --resume and --lr-find in cmd_train)
         learn.resume(args.checkpoint)
     elif args.lr_find:
