@@ -101,7 +101,7 @@ PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(solver="bayes", n_factors=BayesConfig.n_factors),
     # Bayesian SVD++ (biases, implicit factors from the items each user rated and the users who rated each item),
     # a long chain: slower, more accurate (docs/benchmarks.md, "Accuracy"; chosen on a validation split of u1.base).
-    "accurate": TrainConfig(solver="bayes-svdpp", n_factors=10, sweeps=250, burn_in=30, thin=5),
+    "accurate": TrainConfig(solver="bayes-svdpp", n_factors=10, sweeps=500, burn_in=50, thin=10),
     # The course's recipe: DotProductBias, 50 factors, bs 64, fit_one_cycle(5, 5e-3, wd=0.1).
     "lesson": TrainConfig(),
     # Row-wise Adagrad for large data, with fit_sparse's own settings (lr 0.05, L2 0.02 per rating, 20 epochs).
