@@ -97,7 +97,7 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # The most accurate: Bayesian PMF, 10 factors, 30 Gibbs sweeps, 5 burn-in (u1: RMSE 0.906; docs/benchmarks.md).
+    # Fast and accurate: Bayesian PMF, 10 factors, 30 Gibbs sweeps, 5 burn-in (u1: RMSE 0.906; docs/benchmarks.md).
     "default": TrainConfig(solver="bayes", n_factors=BayesConfig.n_factors),
     # Bayesian SVD++ (biases, implicit factors from the items each user rated and the users who rated each item),
     # a long chain: slower, more accurate (docs/benchmarks.md, "Accuracy"; chosen on a validation split of u1.base).
