@@ -136,7 +136,7 @@ def test_implicit_factors_recover_a_signal_plain_bayesian_mf_misses():
     bpmf = train(config.replace(solver="bayes"), train_frame, test_frame)
     got, plain = rmse(*svdpp.get_preds()), rmse(*bpmf.get_preds())
     # targets differ by 2 stars between groups: guessing 3 costs RMSE ≈ 1.0, knowing the group ≈ 0.3
-    assert got < 0.6 and plain > got + 0.25, (got, plain)
+    assert got < 0.45 and plain > got + 0.5, (got, plain)  # measured: 0.35 against 1.04 (seeds 0, 1, 2 alike)
 
 
 def test_the_stored_model_is_the_posterior_mean_the_sampler_reported(planted):
@@ -167,3 +167,13 @@ def test_train_with_the_accurate_preset_saves_a_model_that_predicts(planted, tmp
     known = planted.iloc[:5]
     predicted, fallback = rec.predict_values(known["user"].to_numpy(), known["item"].to_numpy())
     assert np.abs(predicted - known["rating"].to_numpy()).mean() < 1.0
+
+
+def test_too_few_sweeps_for_the_presets_burn_in_is_one_clear_line(planted, tmp_path, capsys):
+    path = tmp_path / "ratings.csv"
+    planted.sample(500, random_state=0).to_csv(path, index=False)
+    burn_in = PRESETS["accurate"].burn_in
+    assert main(["train", "--data", str(path), "--preset", "accurate", "--sweeps", str(burn_in)]) == 1
+    err = capsys.readouterr().err
+    assert f"discards its first {burn_in} sweeps (burn-in); give --sweeps above {burn_in}" in err
+    assert err.count("\n") == 1

@@ -417,6 +417,9 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     elif args.solver is not None and args.solver != base.solver:
         base = PRESETS[SOLVER_PRESET[args.solver]]
     solver = args.solver or base.solver
+    if args.sweeps is not None and solver in ("bayes", "bayes-svdpp") and args.sweeps <= base.burn_in:
+        raise CliError(f"--sweeps {args.sweeps} leaves no samples: this preset's sampler discards its first "
+                       f"{base.burn_in} sweeps (burn-in); give --sweeps above {base.burn_in}")
     stray = [name for name in given if name not in APPLIES[solver]]
     if stray:
         flags = ", ".join("--" + n.replace("_", "-") for n in stray)
