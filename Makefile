@@ -27,9 +27,10 @@ demo: $(STAMP)
 	@echo; echo "== like Toy Story (collabkit similar --model runs/demo --item 'Toy Story (1995)' -n 5)"
 	@$(BIN)/collabkit similar --model runs/demo --item "Toy Story (1995)" -n 5
 
-## Install, lint (ruff) and run the test suite (pytest -m "not slow" for a quick pass).
+## Install, lint (ruff), type-check (mypy) and run the test suite (pytest -m "not slow" for a quick pass).
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
+	$(BIN)/mypy
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q
 
 ## Regenerate every number and figure of docs/lesson.md (about half a minute with ml-100k: docs/figures/results.json

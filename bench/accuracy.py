@@ -68,22 +68,22 @@ VARIANTS = {
 }
 
 
-SVDPP = PRESETS["accurate"]
+ACCURATE = PRESETS["accurate"]
 TUNING = {
     # name -> config, each scored on 10% of u1.base (random_split seed 0) after fitting the other 90%
     "Bayesian PMF (default)": PRESETS["default"],
     "Bayesian PMF, 100 sweeps, 10 burn-in, every 2nd kept": PRESETS["default"].replace(sweeps=100, burn_in=10, thin=2),
     "Bayesian PMF, 20 factors, 250 sweeps, 30 burn-in, every 5th kept": PRESETS["default"].replace(
         n_factors=20, sweeps=250, burn_in=30, thin=5),
-    "SVD++ as the default's chain: 30 sweeps, 5 burn-in": SVDPP.replace(sweeps=30, burn_in=5, thin=1),
-    "SVD++, 60 sweeps, 10 burn-in, every 2nd kept": SVDPP.replace(sweeps=60, burn_in=10, thin=2),
-    "SVD++, 100 sweeps, 20 burn-in, every 2nd kept": SVDPP.replace(sweeps=100, burn_in=20, thin=2),
-    "SVD++, 250 sweeps, 30 burn-in, every 5th kept": SVDPP.replace(sweeps=250, burn_in=30, thin=5),
-    "SVD++, 500 sweeps, 50 burn-in, every 10th kept (accurate)": SVDPP,
-    "SVD++, 1000 sweeps, 100 burn-in, every 20th kept": SVDPP.replace(sweeps=1000, burn_in=100, thin=20),
-    "SVD++, 6 factors, 500 sweeps": SVDPP.replace(n_factors=6),
-    "SVD++, 20 factors, 250 sweeps": SVDPP.replace(n_factors=20, sweeps=250, burn_in=30, thin=5),
-    "SVD++, 32 factors, 250 sweeps": SVDPP.replace(n_factors=32, sweeps=250, burn_in=30, thin=5),
+    "SVD++ as the default's chain: 30 sweeps, 5 burn-in": ACCURATE.replace(sweeps=30, burn_in=5, thin=1),
+    "SVD++, 60 sweeps, 10 burn-in, every 2nd kept": ACCURATE.replace(sweeps=60, burn_in=10, thin=2),
+    "SVD++, 100 sweeps, 20 burn-in, every 2nd kept": ACCURATE.replace(sweeps=100, burn_in=20, thin=2),
+    "SVD++, 250 sweeps, 30 burn-in, every 5th kept": ACCURATE.replace(sweeps=250, burn_in=30, thin=5),
+    "SVD++, 500 sweeps, 50 burn-in, every 10th kept (accurate)": ACCURATE,
+    "SVD++, 1000 sweeps, 100 burn-in, every 20th kept": ACCURATE.replace(sweeps=1000, burn_in=100, thin=20),
+    "SVD++, 6 factors, 500 sweeps": ACCURATE.replace(n_factors=6),
+    "SVD++, 20 factors, 250 sweeps": ACCURATE.replace(n_factors=20, sweeps=250, burn_in=30, thin=5),
+    "SVD++, 32 factors, 250 sweeps": ACCURATE.replace(n_factors=32, sweeps=250, burn_in=30, thin=5),
 }
 ABLATIONS = {  # the parts of the accurate preset, each left out (same chain, same validation split)
     "no biases": {"biases": False},
@@ -111,21 +111,21 @@ def tune(data_dir: str) -> None:
         seconds = time.perf_counter() - started
         print(f"| {name} | {rmse(*learn.get_preds()):.4f} | {seconds:.1f} |", flush=True)
     for name, changes in ABLATIONS.items():
-        learn = prepare(SVDPP, fit_frame, valid_frame)
+        learn = prepare(ACCURATE, fit_frame, valid_frame)
         started = time.perf_counter()
-        fit_bayes_svdpp(learn, dataclasses.replace(SVDPP.svdpp(), **changes), seed=SVDPP.seed)
+        fit_bayes_svdpp(learn, dataclasses.replace(ACCURATE.settings(), **changes), seed=ACCURATE.seed)
         seconds = time.perf_counter() - started
         print(f"| accurate, {name} | {rmse(*learn.get_preds()):.4f} | {seconds:.1f} |", flush=True)
 
 
-def transductive(data_dir: str, config: TrainConfig = SVDPP) -> None:
+def transductive(data_dir: str, config: TrainConfig = ACCURATE) -> None:
     """u1 with the implicit sets taken from u1.base *and* u1.test's (user, item) pairs: which films each user
     will be asked about is known at training time. Not a fair result; a labelled row beside the headline."""
     base, test = load_ml_100k_split("u1", data_dir)
     learn = prepare(config, base.ratings[COLUMNS], test.ratings[COLUMNS])
     pairs = torch.cat([learn.dls.train.x, learn.dls.valid.x]).cpu().numpy().astype(np.int64)
     started = time.perf_counter()
-    fit_bayes_svdpp(learn, config.svdpp(), seed=config.seed, implicit_pairs=(pairs[:, 0], pairs[:, 1]))
+    fit_bayes_svdpp(learn, config.settings(), seed=config.seed, implicit_pairs=(pairs[:, 0], pairs[:, 1]))
     seconds = time.perf_counter() - started
     print(f"| accurate, TRANSDUCTIVE (implicit sets include u1.test's pairs) | ML-100K u1 | "
           f"{rmse(*learn.get_preds()):.4f} | {seconds:.1f} |")
@@ -144,7 +144,7 @@ def day_biases(fit_frame, residual, query_frame, shrinkage: float):
     return pd.Series(keys(query_frame)).map(effect).fillna(0.0).to_numpy()
 
 
-def time_effects(data_dir: str, config: TrainConfig = SVDPP) -> None:
+def time_effects(data_dir: str, config: TrainConfig = ACCURATE) -> None:
     """The accurate preset plus a post-hoc bias per (user, day) from its training residuals (users rate many
     films in one sitting, in one mood). It reads the day of each test rating, a feature of the query beyond
     (user, film), and is not a saved model: a labelled research row. The shrinkage is chosen on u1.base's

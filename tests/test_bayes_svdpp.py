@@ -157,13 +157,13 @@ def test_train_with_the_accurate_preset_saves_a_model_that_predicts(planted, tmp
     path = tmp_path / "ratings.csv"
     planted.sample(3000, random_state=0).to_csv(path, index=False)
     out_dir = tmp_path / "model"
-    sweeps = PRESETS["accurate"].burn_in + 10  # a short chain: the preset's burn-in and 10 sweeps
+    sweeps = PRESETS["accurate"].settings().burn_in + 10  # a short chain: the preset's burn-in and 10 sweeps
     assert main(["train", "--data", str(path), "--preset", "accurate", "--sweeps", str(sweeps), "--out", str(out_dir),
                  "--no-progress"]) == 0
     assert "valid RMSE" in capsys.readouterr().out
     rec = Recommender.load(out_dir)
     assert rec.info["config"]["solver"] == "bayes-svdpp"
-    assert rec.info["config"]["n_factors"] == PRESETS["accurate"].n_factors
+    assert rec.info["config"]["n_factors"] == PRESETS["accurate"].settings().n_factors
     known = planted.iloc[:5]
     predicted, fallback = rec.predict_values(known["user"].to_numpy(), known["item"].to_numpy())
     assert np.abs(predicted - known["rating"].to_numpy()).mean() < 1.0
@@ -172,7 +172,7 @@ def test_train_with_the_accurate_preset_saves_a_model_that_predicts(planted, tmp
 def test_too_few_sweeps_for_the_presets_burn_in_is_one_clear_line(planted, tmp_path, capsys):
     path = tmp_path / "ratings.csv"
     planted.sample(500, random_state=0).to_csv(path, index=False)
-    burn_in = PRESETS["accurate"].burn_in
+    burn_in = PRESETS["accurate"].settings().burn_in
     assert main(["train", "--data", str(path), "--preset", "accurate", "--sweeps", str(burn_in)]) == 1
     err = capsys.readouterr().err
     assert f"discards its first {burn_in} sweeps (burn-in); give --sweeps above {burn_in}" in err

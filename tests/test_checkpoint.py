@@ -61,7 +61,7 @@ def test_a_bad_checkpoint_is_named(planted, tmp_path):
 def test_recipe_fit_refuses_a_checkpoint_for_solvers_that_cannot_resume(planted, tmp_path, solver):
     from collabkit.training.recipe import TrainConfig, fit, prepare
 
-    config = TrainConfig(solver=solver, n_factors=4, sweeps=3, burn_in=1, epochs=1)
+    config = TrainConfig(solver=solver, n_factors=4, **({"sweeps": 3, "burn_in": 1} if solver == "bayes" else {"epochs": 1}))
     learn = prepare(config, planted.iloc[:500], planted.iloc[500:600])
     with pytest.raises(ValueError, match=f"checkpoints apply to the sgd solver; this config's solver is '{solver}'"):
         fit(learn, config, checkpoint=tmp_path / "ck.pt")

@@ -163,3 +163,51 @@ def test_evaluate_on_ml_100k_u1(ml100k_dir, tmp_path, capsys):
 def test_canonical_splits_need_ml_100k(capsys):
     assert main(["train", "--data", "ml-latest-small", "--split", "u1"]) == 1
     assert "use it with --data ml-100k" in capsys.readouterr().err
+
+
+# --- the split, as a library object ---------------------------------------------------------------
+def test_a_split_recorded_by_the_cli_replays_in_python(tmp_path, capsys):
+    from collabkit.data import SplitSpec
+    from collabkit.datasets import Dataset, split_dataset
+    from collabkit.evaluate import evaluate
+
+    frame, _, _ = planted_clusters(n_groups=3, users_per_group=20, items_per_group=12, seed=3)
+    frame[["user", "item", "rating"]].to_csv(tmp_path / "r.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "r.csv"), "--split", "user-random", "--holdout", "3", "--seed", "5",
+                 "--show", "0", "--no-progress", "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    rec = Recommender.load(tmp_path / "m")
+    spec = SplitSpec.from_record(rec.info)
+    assert spec == SplitSpec("user-random", 0.2, 3, 5) and SplitSpec.from_record(spec.record()) == spec
+
+    dataset = Dataset("r.csv", frame[["user", "item", "rating"]], "user", "item", "rating", pd.Series(dtype=object))
+    train_part, held = split_dataset(dataset, spec)
+    assert held.groupby("user").size().eq(3).all()  # three per user, as recorded
+    metrics = evaluate(rec, train_part, held)  # refused if any held-out pair had been trained on
+    assert metrics.set_index("metric").loc["rmse", "value"] == pytest.approx(rec.info["valid_rmse"], rel=1e-4)
+    with pytest.raises(Exception, match="pairs this model trained on"):
+        evaluate(rec, *split_dataset(dataset, SplitSpec.from_record(rec.info, seed=6)))
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"kind": "u9"}, "split must be one of"),
+    ({"valid_pct": 1.5}, "valid_pct must be between 0 and 1"),
+    ({"holdout": 0}, "holdout must be a positive integer"),
+    ({"seed": "7"}, "seed must be an integer"),
+])
+def test_a_bad_split_is_refused_when_named(fields, message):
+    from collabkit.data import SplitSpec
+
+    with pytest.raises(ValueError, match=message):
+        SplitSpec(**fields)
+
+
+def test_a_split_by_time_needs_timestamps():
+    from collabkit.data import SplitSpec
+    from collabkit.errors import DataError
+
+    table = pd.DataFrame({"user": [1, 1, 2, 2], "item": [1, 2, 1, 2], "rating": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(DataError, match="needs a 'timestamp' column"):
+        SplitSpec("temporal").indices(table)
+    train_rows, test_rows = SplitSpec("temporal", valid_pct=0.5).indices(table.assign(timestamp=[4, 1, 3, 2]))
+    assert sorted(test_rows) == [0, 2] and sorted(train_rows) == [1, 3]  # the latest half by time

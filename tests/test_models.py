@@ -133,7 +133,7 @@ def _sgd(groups, lr, wd, decouple_wd):
 def test_fast_paths_train_exactly_like_autograd(planted, y_range, wd_mode, opt_func, fused):
     import copy
 
-    from collabkit.training.fused import FusedDotBiasAdam
+    from collabkit.training.steppers import AutogradStepper, FusedStepper, HandGradStepper, stepper_for
 
     torch.manual_seed(0)
     model = DotProductBias(300, 200, 8, y_range)
@@ -142,8 +142,8 @@ def test_fast_paths_train_exactly_like_autograd(planted, y_range, wd_mode, opt_f
         dls = CollabDataLoaders.from_df(planted, seed=3, bs=64)
         extra = {"opt_func": opt_func} if opt_func else {}
         learn = Learner(dls, copy.deepcopy(model), progress=False, fast=fast, wd_mode=wd_mode, **extra)
-        assert learn._plain_mse(0.0) is fast
-        assert (FusedDotBiasAdam.build(learn.model, learn.create_opt(), dls.train.x[:256]) is not None) is fused
+        expected = (FusedStepper if fused else HandGradStepper) if fast else AutogradStepper
+        assert isinstance(stepper_for(learn, learn.create_opt(), 0.0, learn.model), expected)
         learn.fit_one_cycle(2, 1e-2, wd=0.05)
         runs[fast] = learn
     for a, b in zip(runs[True].model.parameters(), runs[False].model.parameters()):
@@ -156,3 +156,15 @@ def test_fast_paths_train_exactly_like_autograd(planted, y_range, wd_mode, opt_f
     assert runs[True].recorder.values[-1][1] == pytest.approx(runs[False].recorder.values[-1][1], rel=1e-4)
     assert runs[True].recorder.losses == pytest.approx(runs[False].recorder.losses, rel=1e-4)
     assert runs[True].recorder.lrs == runs[False].recorder.lrs and runs[True].recorder.moms == runs[False].recorder.moms
+
+
+@pytest.mark.parametrize(("fast", "words"), [(True, "fused compiled loop"), (False, "autograd")])
+def test_the_log_says_which_steps_a_fit_took(planted, caplog, fast, words):
+    import logging
+
+    dls = CollabDataLoaders.from_df(planted, seed=3, bs=256)
+    learn = Learner(dls, DotProductBias(len(dls.users), len(dls.items), 4, (0, 6)), progress=False, fast=fast)
+    with caplog.at_level(logging.INFO, logger="collabkit.training.steppers"):
+        learn.fit(1, 1e-2)
+    messages = [r.getMessage() for r in caplog.records if r.name == "collabkit.training.steppers"]
+    assert len(messages) == 1 and messages[0].startswith(f"SGD steps: {words}")

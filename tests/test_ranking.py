@@ -366,7 +366,7 @@ def test_fold_in_of_a_plain_dot_product_is_the_exact_minimum(tmp_path):
     view, mean, precision = rec.view, *rec._user_prior
     noise = float(rec.info.get("train_mse", 0.5))
     target = torch.tensor(list(ratings.values()))
-    items = view.items[torch.from_numpy(rec._trained_item_rows(list(ratings)))]
+    items = view.items[torch.from_numpy(rec.catalogue.trained_item_rows_of(list(ratings)))]
 
     def objective(vector: torch.Tensor) -> float:
         d = vector[: len(mean)] - mean
@@ -377,3 +377,38 @@ def test_fold_in_of_a_plain_dot_product_is_the_exact_minimum(tmp_path):
             moved = exact.vector.clone()
             moved[k] += step
             assert objective(moved) >= objective(exact.vector) - 1e-5
+
+
+def test_fold_in_with_a_y_range_is_the_minimum_gauss_newton_reaches_in_a_few_steps(tmp_path):
+    """The lesson's model (sigmoid into y_range) folds in by Gauss-Newton: the gradient there is zero, no move
+    costs less, and it is no worse than L-BFGS's answer (what fold-in ran before)."""
+    frame, _, _ = planted_clusters(n_groups=3, users_per_group=15, items_per_group=10, seed=6)
+    rec = train_recommender(frame, epochs=4)
+    assert rec.model.y_range is not None
+    ratings = {0: 5.0, 1: 4.5, 12: 1.0, 25: 2.0, 29: 1.5}
+    found = rec.fold_in(ratings).vector
+    view, mean, precision = rec.view, *rec._user_prior
+    noise = float(rec.info.get("train_mse", 0.5))
+    target = torch.tensor(list(ratings.values()))
+    items = view.items[torch.from_numpy(rec.catalogue.trained_item_rows_of(list(ratings)))]
+    cut = len(mean)
+
+    def objective(free: torch.Tensor) -> torch.Tensor:
+        vector = torch.cat([free, found[cut:]])
+        d = free - mean
+        return ((view.pair(vector.expand(len(items), -1), items) - target) ** 2).sum() + noise * d @ precision @ d
+
+    free = found[:cut].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective(free), [free])
+    assert float(grad.abs().max()) < 1e-3
+    lbfgs = mean.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([lbfgs], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = objective(lbfgs)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert float(objective(found[:cut])) <= float(objective(lbfgs.detach())) + 1e-4

@@ -202,7 +202,7 @@ def test_a_title_made_of_digits_is_found_the_same_way_everywhere(clusters):
     rec = train(frame, epochs=2)
     row = rec.item_row("1917")
     assert rec.items[row] == first
-    assert rec._trained_item_rows(["1917"]).tolist() == [row]
+    assert rec.catalogue.trained_item_rows_of(["1917"]).tolist() == [row]
     by_title = rec.predict([3], ["1917"], strict=True)["prediction"].item()
     assert by_title == rec.predict([3], [first], strict=True)["prediction"].item()
     with pytest.raises(UnknownIdError, match="unknown item id or title '1918'"):
@@ -216,7 +216,7 @@ def test_recommending_in_small_blocks_of_users_gives_the_same_lists(rec, monkeyp
 
     users = list(range(0, 200, 3))
     whole = rec.recommend(users, n=8)
-    monkeypatch.setattr(module, "PAIRS_PER_CHUNK", 3 * len(rec._trained_items))
+    monkeypatch.setattr(module, "PAIRS_PER_CHUNK", 3 * len(rec.trained_item_rows))
     blocked = rec.recommend(users, n=8)
     pd.testing.assert_frame_equal(blocked, whole)
     monkeypatch.setattr(module, "PAIRS_PER_CHUNK", 1)  # one user per block

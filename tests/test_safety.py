@@ -260,15 +260,22 @@ def test_a_body_full_of_unknown_keys_gets_a_small_error(tmp_path, rec):
 
     rec.save(tmp_path / "m")
     app = create_app(tmp_path / "m")
-    body = {"pairs": [{"user": 0, "item": 1}], **{f"k{i}": i for i in range(60_000)}}
+    # unknown keys spread over many objects are validated, and the answer lists the first 20 errors
+    spread = {"pairs": [{"user": 0, "item": 1, **{f"k{j}": j for j in range(10)}} for _ in range(600)]}
+    # one object with 60,000 keys is refused by one scan, before validation builds 60,000 errors
+    wide = {"pairs": [{"user": 0, "item": 1}], **{f"k{i}": i for i in range(60_000)}}
 
-    async def call() -> httpx.Response:
+    async def call(body) -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
             return await c.post("/predict", content=json.dumps(body), headers={"content-type": "application/json"})
 
-    r = asyncio.run(call())
+    r = asyncio.run(call(spread))
     assert r.status_code == 422 and len(r.content) < 10_000
-    assert r.json()["detail"][-1]["msg"] == "... and 59980 more errors"
+    assert r.json()["detail"][-1]["msg"] == "... and 5980 more errors"
+    r = asyncio.run(call(wide))
+    assert r.status_code == 422 and len(r.content) < 1_000
+    (error,) = r.json()["detail"]
+    assert error["type"] == "too_many_keys" and "60001 keys" in error["msg"]
 
 
 def test_train_on_everything_then_evaluate_on_a_separate_file(tmp_path, capsys):
@@ -399,3 +406,61 @@ def test_a_torch_error_while_building_keeps_to_its_first_line(tmp_path, rec, mon
     monkeypatch.setattr(dot.DotProductBias, "__init__", torch_like_failure)
     with pytest.raises(ModelFileError, match="negative dimension -1$"):
         Recommender.load(folder)
+
+
+def test_every_output_path_is_checked_before_the_work(tmp_path, rec, capsys):
+    a_file = tmp_path / "afile"
+    a_file.write_text("hi")
+    rec.save(tmp_path / "m")
+    cases = [
+        (["train", "--preset", "lesson", "--epochs", "1", "--out", str(a_file / "sub")], "is a file, not a folder"),
+        (["train", "--preset", "lesson", "--epochs", "1", "--checkpoint", str(tmp_path)], "is a directory"),
+        (["predict", "--model", str(tmp_path / "m"), "--user", str(rec.users[0]), "--item", str(rec.items[0]),
+          "--output", str(a_file / "x.csv")], "is a file, not a folder"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        assert message in captured.err and "Traceback" not in captured.err, argv
+        assert "epoch" not in captured.out  # refused before any training
+    assert a_file.read_text() == "hi"
+
+
+def test_a_missing_id_is_named_by_its_line(tmp_path, rec, capsys):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating\n1,1,4\n\n,2,3\n2,2,3\n")
+    assert main(["train", "--data", str(path)]) == 1
+    assert "missing user id, e.g. at line(s) [4]" in capsys.readouterr().err
+    rec.save(tmp_path / "m")
+    pairs = tmp_path / "p.csv"
+    pairs.write_text(f"user,item\n{rec.users[0]},{rec.items[0]}\n,{rec.items[1]}\n")
+    assert main(["predict", "--model", str(tmp_path / "m"), "--pairs", str(pairs), "--json"]) == 1
+    assert "line 3 has no user id" in capsys.readouterr().err  # it predicted 'null' with the average before
+
+
+def test_predict_answers_with_ids_as_the_model_stores_them(tmp_path, rec, capsys):
+    rec.save(tmp_path / "m")
+    user, item = rec.users[0], rec.items[0]
+    assert main(["predict", "--model", str(tmp_path / "m"), "--user", str(user), "--item", str(item), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["user"], row["item"]) == (user, item) and isinstance(row["user"], int)
+
+
+@pytest.mark.parametrize("scale", [[3, 1], [5, "a"], [1], "x"])
+def test_a_damaged_rating_scale_is_refused_at_load(tmp_path, rec, scale):
+    from collabkit import Recommender
+
+    folder = _damaged_copy(tmp_path, rec, _edit_config(lambda c: c["info"].update(rating_scale=scale)))
+    with pytest.raises(ModelFileError, match="info.rating_scale must be"):
+        Recommender.load(folder)
+
+
+def test_auto_ranks_by_popularity_where_no_item_has_enough_users_for_ease(tmp_path, capsys):
+    from collabkit import Recommender
+
+    path = tmp_path / "tiny.csv"
+    pd.DataFrame({"user": [1, 1, 2, 2, 3, 3], "item": [1, 2, 2, 3, 1, 3],
+                  "rating": [4.0, 3.0, 5.0, 2.0, 4.0, 1.0]}).to_csv(path, index=False)
+    assert main(["train", "--data", str(path), "--preset", "lesson", "--epochs", "1", "--bs", "2", "--out", str(tmp_path / "m"),
+                 "--no-progress", "--show", "0"]) == 0  # it refused after training, and the model was lost
+    assert Recommender.load(tmp_path / "m").ranker.name == "popular"

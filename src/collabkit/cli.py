@@ -34,31 +34,31 @@ import torch
 
 from collabkit import __version__, distributed
 from collabkit import datasets as datasets_mod
-from collabkit.data import CollabDataLoaders, random_split, read_ratings_file, validate_ratings
-from collabkit.data.ratings import DUPLICATE_POLICIES, check_rating_scale
-from collabkit.data.splits import temporal_split, user_holdout
+from collabkit.data import CollabDataLoaders, read_ratings_file
+from collabkit.data.ratings import DUPLICATE_POLICIES, LINE_OFFSET, check_rating_scale
+from collabkit.data.splits import ML_100K_SPLITS, SPLIT_KINDS, SplitSpec
 from collabkit.datasets import (
-    ML_100K_SPLITS,
     REGISTRY,
     SYNTHETIC_PREFIX,
     Dataset,
     load_dataset,
-    load_ml_100k_split,
+    split_dataset,
     synthetic_dataset,
 )
 from collabkit.errors import CollabkitError
 from collabkit.evaluate import cross_validate, evaluate, summarise
-from collabkit.io import check_writable
+from collabkit.io import check_output_file, check_writable
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias
 from collabkit.models.registry import RANKERS
 from collabkit.recommend import RANK_BY, Recommender
 from collabkit.training import WD_MODES, ProgressCallback
 from collabkit.training.recipe import MODELS, PRESETS, SOLVERS, TrainConfig, fit, prepare
+from collabkit.training.solvers import options as solver_options
 
 log = logging.getLogger("collabkit")
 
-SPLITS = ("random", "temporal", "user-last", "user-random", *ML_100K_SPLITS)
+SPLITS = (*SPLIT_KINDS, *ML_100K_SPLITS)
 FEEDBACK = ("auto", "explicit", "implicit")
 WEIGHT_NAMES = ("count", "counts", "plays", "playcount", "play_count", "clicks", "weight", "weights", "quantity",
                 "views", "listens")
@@ -232,7 +232,7 @@ def _add_data_options(sub: argparse.ArgumentParser) -> None:
     )
 
 
-SPLIT_DEFAULTS = {"split": "random", "valid_pct": 0.2, "holdout": 1, "seed": 42}
+SPLIT_DEFAULTS = SplitSpec().record()
 """The split options' defaults; ``evaluate`` starts from the split recorded with the model instead."""
 
 
@@ -253,11 +253,12 @@ def _add_split_options(sub: argparse.ArgumentParser, replayed: bool = False) -> 
 
 def _split_defaults(args: argparse.Namespace, recorded: dict | None = None) -> None:
     """Fill the split options the user left unset: from ``recorded`` (a model's info), else the defaults."""
-    recorded = dict(recorded or {})
-    recorded.setdefault("seed", (recorded.get("config") or {}).get("seed"))  # older models kept it there only
-    for name, value in SPLIT_DEFAULTS.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, value if recorded.get(name) is None else recorded[name])
+    try:
+        spec = SplitSpec.from_record(recorded or {}, kind=args.split, valid_pct=args.valid_pct,
+                                     holdout=getattr(args, "holdout", None), seed=args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc).replace("valid_pct", "--valid-pct").replace("holdout", "--holdout")) from exc
+    args.split, args.valid_pct, args.holdout, args.seed = spec.kind, spec.valid_pct, spec.holdout, spec.seed
 
 
 def _add_train_options(sub: argparse.ArgumentParser) -> None:
@@ -267,7 +268,7 @@ def _add_train_options(sub: argparse.ArgumentParser) -> None:
                      "500 Gibbs sweeps: the most accurate, about half a minute on ML-100K), lesson (the course's "
                      "DotProductBias with fit_one_cycle(5, 5e-3, wd=0.1)) or sparse (row-wise Adagrad for large "
                      "data: 64 factors, 20 epochs, lr 0.05, L2 0.02); default: default")
-    fit.add_argument("--solver", choices=SOLVERS,
+    fit.add_argument("--solver", choices=tuple(SOLVERS),
                      help="sgd (fit_one_cycle, dense AdamW), bayes (Gibbs sampling), bayes-svdpp (Gibbs sampling "
                           "of Bayesian SVD++, slower and more accurate) or sparse (row-sparse SGD)")
     fit.add_argument("--sweeps", type=_positive_int, help="Gibbs sweeps of the bayes and bayes-svdpp solvers")
@@ -279,7 +280,7 @@ def _add_train_options(sub: argparse.ArgumentParser) -> None:
     )
     fit.add_argument("--layers", type=_positive_int, nargs="+", help="hidden layers of --model nn")
     fit.add_argument("--epochs", type=_positive_int)
-    fit.add_argument("--early-stop", type=_positive_int, metavar="PATIENCE",
+    fit.add_argument("--early-stop", type=_positive_int, metavar="PATIENCE", dest="patience",
                      help="sgd: stop when the validation loss has not improved for PATIENCE epochs, and keep the "
                      "best epoch's weights (the epoch is chosen on the validation rows, so their RMSE is optimistic)")
     fit.add_argument("--lr", type=float, help="peak learning rate of the 1cycle schedule")
@@ -394,89 +395,56 @@ def _device(name: str) -> torch.device:
     return device
 
 
-SOLVER_PRESET = {"sgd": "lesson", "bayes": "default", "bayes-svdpp": "accurate", "sparse": "sparse"}
-"""Where a --solver that differs from the preset's takes its settings from: that solver's own preset."""
-APPLIES = {
-    "sgd": ("model", "epochs", "lr", "wd", "wd_mode", "bs", "y_range", "layers", "early_stop"),
-    "sparse": ("epochs", "lr", "wd", "bs"),
-    "bayes": ("sweeps",),
-    "bayes-svdpp": ("sweeps",),
-}
-"""The solver options each solver reads; any other is refused rather than silently ignored."""
+TRAIN_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("solver", "seed", "threads"))
+"""The solvers' options, as TrainConfig names them (those with a flag are attributes of the parsed arguments)."""
+_FLAGS = {"patience": "--early-stop"}
+GIBBS_SOLVERS = ("bayes", "bayes-svdpp")
+"""The Gibbs samplers: options they do not read (SGD's) switch a preset of theirs to the lesson's."""
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a TrainConfig option."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The preset, with every option the user set on top; an option the solver would ignore is refused."""
     base = PRESETS[args.preset]
-    given = [name for name in (*APPLIES["sgd"], "sweeps") if getattr(args, name, None) is not None]
-    if args.solver is None and base.solver in ("bayes", "bayes-svdpp") and set(given) & set(APPLIES["sgd"]):
+    given = [name for name in TRAIN_OPTIONS if getattr(args, name, None) is not None]
+    reads = {name: solver_options(solver) for name, solver in SOLVERS.items()}
+    if args.solver is None and base.solver in GIBBS_SOLVERS and set(given) - set(reads[base.solver]):
         base = PRESETS["lesson"]  # asking for SGD settings means the SGD solver, from the lesson's settings
         if not getattr(args, "json", False):  # (stdout is JSON then)
-            print(f"note: {', '.join('--' + n.replace('_', '-') for n in given)} given: training the lesson's "
+            print(f"note: {', '.join(map(_flag, given))} given: training the lesson's "
                   "model with SGD (--preset lesson); the default preset's Gibbs sampler has no such options")
     elif args.solver is not None and args.solver != base.solver:
-        base = PRESETS[SOLVER_PRESET[args.solver]]
+        base = TrainConfig(solver=args.solver, seed=base.seed, threads=base.threads)  # that solver's own defaults
     solver = args.solver or base.solver
-    if args.sweeps is not None and solver in ("bayes", "bayes-svdpp") and args.sweeps <= base.burn_in:
+    burn_in = getattr(base.settings(), "burn_in", None) if base.solver == solver else None
+    if args.sweeps is not None and burn_in is not None and args.sweeps <= burn_in:
         raise CliError(f"--sweeps {args.sweeps} leaves no samples: this preset's sampler discards its first "
-                       f"{base.burn_in} sweeps (burn-in); give --sweeps above {base.burn_in}")
-    stray = [name for name in given if name not in APPLIES[solver]]
+                       f"{burn_in} sweeps (burn-in); give --sweeps above {burn_in}")
+    stray = [name for name in given if name not in reads[solver]]
     if stray:
-        flags = ", ".join("--" + n.replace("_", "-") for n in stray)
-        users = [k for k, names in APPLIES.items() if stray[0] in names]
-        raise CliError(f"{flags} does not apply to the {solver} solver; leave it out or choose "
+        users = [k for k, names in reads.items() if stray[0] in names]
+        raise CliError(f"{', '.join(map(_flag, stray))} does not apply to the {solver} solver; leave it out or choose "
                        f"--solver {' or '.join(users)}")
     try:
-        return base.replace(
-            solver=args.solver,
-            sweeps=args.sweeps,
-            model=args.model,
-            n_factors=args.n_factors,
-            layers=tuple(args.layers) if args.layers else None,
-            y_range=tuple(args.y_range) if args.y_range else None,
-            epochs=args.epochs,
-            lr=args.lr,
-            wd=args.wd,
-            wd_mode=args.wd_mode,
-            bs=args.bs,
-            threads=args.threads,
-            seed=args.seed,
-            patience=getattr(args, "early_stop", None),
-        )
+        options = {name: getattr(args, name) for name in given}
+        options.update({k: tuple(options[k]) for k in ("layers", "y_range") if k in options})  # (argparse's lists)
+        return base.replace(solver=args.solver, threads=args.threads, seed=args.seed, **options)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 
 
+def _split_spec(args: argparse.Namespace) -> SplitSpec:
+    """The split the options name (unset ones filled in, and checked, by _split_defaults)."""
+    return SplitSpec(args.split, args.valid_pct, args.holdout, args.seed)
+
+
 def _split(args: argparse.Namespace, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(train, test)`` tables of the split the options name, columns user, item, rating first."""
-    if args.split in ML_100K_SPLITS:
-        if dataset.name != "ml-100k":
-            raise CliError(f"--split {args.split} is one of ML-100K's canonical splits; use it with --data ml-100k")
-        base, test = load_ml_100k_split(args.split, args.data_dir)
-        return base.ratings, test.ratings
-    clean = validate_ratings(
-        dataset.ratings, dataset.user_col, dataset.item_col, dataset.rating_col,
-        duplicates=_duplicates(args), keep_columns=("timestamp",),
-    )
-    if args.split in ("random", "temporal") and not 0.0 <= args.valid_pct < 1.0:
-        raise CliError(f"--valid-pct must be between 0 and 1 (0 trains on everything, with no validation), "
-                       f"got {args.valid_pct}")
-    if args.split == "random":
-        train_idx, test_idx = random_split(len(clean), args.valid_pct, args.seed)
-    elif args.split == "temporal":
-        train_idx, test_idx = (temporal_split(_times(clean, args), args.valid_pct) if args.valid_pct > 0
-                               else (np.arange(len(clean)), np.zeros(0, dtype=np.int64)))
-    else:
-        times = _times(clean, args) if args.split == "user-last" else None
-        train_idx, test_idx = user_holdout(clean.iloc[:, 0].to_numpy(), n=args.holdout, times=times, seed=args.seed)
-    columns = list(clean.columns[:3])
-    return clean.iloc[train_idx][columns], clean.iloc[test_idx][columns]
-
-
-def _times(clean: pd.DataFrame, args: argparse.Namespace) -> np.ndarray:
-    if "timestamp" not in clean.columns:
-        raise CliError(f"--split {args.split} needs a 'timestamp' column; the table has {list(clean.columns)}")
-    return clean["timestamp"].to_numpy()
+    return split_dataset(dataset, _split_spec(args), _duplicates(args), args.data_dir)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -486,6 +454,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)  # checked before any data is read or any process started
     if args.out is not None:
         check_writable(args.out)  # refused now, not after the training it would throw away
+    if args.checkpoint is not None and not args.resume:
+        check_output_file(args.checkpoint)
     several = args.nproc > 1 or distributed.launched_by_torchrun()
     if config.solver != "sgd" and (args.lr_find or args.checkpoint or several):
         raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
@@ -539,7 +509,7 @@ def _distributed_check(learn) -> dict:
 
 def _split_record(args: argparse.Namespace) -> dict:
     """The split options, saved with the model so that ``evaluate`` can replay them."""
-    return {name: getattr(args, name) for name in SPLIT_DEFAULTS}
+    return _split_spec(args).record()
 
 
 def _feedback(args: argparse.Namespace, dataset: Dataset) -> str:
@@ -575,8 +545,8 @@ def _early_stop_report(learn, config: TrainConfig) -> str:
     valid = [row[1] for row in learn.recorder.values]
     best = min(range(len(valid)), key=valid.__getitem__)
     ran = len(valid)
-    when = (f"stopped after epoch {ran - 1} of {config.epochs}" if ran < config.epochs
-            else f"ran all {config.epochs} epochs")
+    epochs = config.settings().epochs
+    when = f"stopped after epoch {ran - 1} of {epochs}" if ran < epochs else f"ran all {epochs} epochs"
     return (f"early stopping: {when}; kept the weights of epoch {best} (valid_loss {valid[best]:.6f}), "
             "chosen on the validation rows")
 
@@ -605,19 +575,20 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
         config, train_frame, valid_frame, duplicates=_duplicates(args), device=device,
         cbs=[ProgressCallback(bar=False if args.no_progress else None)],
     )
-    dls = learn.dls
+    dls, settings = learn.dls, config.settings()
     y_range = getattr(learn.model, "y_range", None)
     print(
         f"{dataset.name}: {dls.train.n:,} train / {dls.valid.n:,} valid ratings ({args.split} split), "
-        f"{len(dls.users):,} users, {len(dls.items):,} items; model {config.model}, y_range {y_range}"
+        f"{len(dls.users):,} users, {len(dls.items):,} items; model {getattr(settings, 'model', 'dot-bias')}, "
+        f"y_range {y_range}"
     )
-    lr, lr_curve = config.lr, None
+    lr, lr_curve = getattr(settings, "lr", None), None
     if config.solver == "bayes":
-        print(f"Bayesian PMF by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
-              f"{config.n_factors} factors; a row per {config.bayes().report_every} sweeps")
+        print(f"Bayesian PMF by Gibbs sampling: {settings.sweeps} sweeps, {settings.burn_in} burn-in, "
+              f"{settings.n_factors} factors; a row per {settings.report_every} sweeps")
     elif config.solver == "bayes-svdpp":
-        print(f"Bayesian SVD++ by Gibbs sampling: {config.sweeps} sweeps, {config.burn_in} burn-in, "
-              f"every {config.thin} kept, {config.n_factors} factors; a row per {config.svdpp().report_every} sweeps")
+        print(f"Bayesian SVD++ by Gibbs sampling: {settings.sweeps} sweeps, {settings.burn_in} burn-in, every "
+              f"{settings.thin} kept, {settings.n_factors} factors; a row per {settings.report_every} sweeps")
     elif args.resume:  # (the non-sgd solvers were refused --resume and --lr-find in cmd_train)
         learn.resume(args.checkpoint)
     elif args.lr_find:
@@ -632,7 +603,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
         "data": dataset.name,
         "feedback": "explicit",
         **_split_record(args),
-        "config": {**dataclasses.asdict(config), "lr": lr},
+        "config": {**config.record(), **({"lr": lr} if lr is not None else {})},
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "recorder": learn.recorder.to_dict(),
     }
@@ -678,6 +649,9 @@ def _report_ranker(rec: Recommender, seconds: float, train_frame: pd.DataFrame, 
     print(f"ranking model: {rec.ranker.name} {rec.ranker.config()} fitted in {seconds:.2f} s")
     if len(valid_frame) == 0:
         return
+    if rec.item_trained.sum() <= 10:  # a top-10 of at most 10 items says nothing (and evaluate refuses k=10)
+        print(f"valid top-10: not measured, with {int(rec.item_trained.sum())} trained items")
+        return
     metrics = evaluate(rec, train_frame, valid_frame, k=10)
     table = metrics.set_index("metric")
     if "precision@10" not in table.index:
@@ -692,10 +666,9 @@ def _train_implicit(args: argparse.Namespace, dataset: Dataset, started: float) 
     """Implicit feedback: a ranking model only (there are no ratings to predict)."""
     if args.ranker == "none":
         raise CliError("implicit feedback trains only a ranking model; --ranker none leaves nothing to train")
-    rating_options = [n for n in (*APPLIES["sgd"], *APPLIES["bayes"], "solver", "n_factors")
-                      if getattr(args, n, None) is not None]
+    rating_options = [n for n in ("solver", *TRAIN_OPTIONS) if getattr(args, n, None) is not None]
     if rating_options or args.preset != "default":
-        flags = ", ".join("--" + n.replace("_", "-") for n in rating_options) or f"--preset {args.preset}"
+        flags = ", ".join(map(_flag, rating_options)) or f"--preset {args.preset}"
         raise CliError(f"{flags} set(s) up a rating model, and implicit feedback trains only a ranking model; "
                        "leave it out (or --feedback explicit if the third column holds ratings)")
     train_frame, valid_frame = _split(args, dataset)
@@ -814,6 +787,8 @@ def _show(frame: pd.DataFrame, as_json: bool, title: str | None = None) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     rec = Recommender.load(args.model)
+    if args.output is not None:
+        check_output_file(args.output)
     if args.pairs is not None:
         pairs = read_ratings_file(args.pairs, args.sep)
         cols = [rec.columns["user"], rec.columns["item"]]
@@ -821,6 +796,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if pairs.shape[1] < 2:
                 raise CliError(f"--pairs needs user and item columns; {args.pairs} has {list(pairs.columns)}")
             cols = list(pairs.columns[:2])
+        empty = pairs[cols].isna().any(axis=1)
+        if empty.any():
+            first = empty.idxmax()
+            missing = " or ".join(c for c in cols if pd.isna(pairs.at[first, c]))
+            raise CliError(f"--pairs {args.pairs}: line {int(first) + pairs.attrs.get(LINE_OFFSET, 2)} has no "
+                           f"{missing} id; fill it in or drop the line")
         users, items = pairs[cols[0]].tolist(), pairs[cols[1]].tolist()
     elif args.user is not None and args.item is not None:
         users, items = [args.user], [args.item]

@@ -35,7 +35,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from collabkit.errors import DatasetNotFoundError
+from collabkit.data.ratings import Duplicates, validate_ratings
+from collabkit.data.splits import ML_100K_SPLITS, SplitSpec
+from collabkit.errors import DataError, DatasetNotFoundError
 from collabkit.fetch import DownloadError, download, extract_zip, fetch_text, parse_md5
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,6 @@ REGISTRY: dict[str, DatasetInfo] = {
                     _RESEARCH_ONLY + _SAME_TERMS, True),
     ]
 }
-ML_100K_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 _ML_100K_COLUMNS = ["user", "movie", "rating", "timestamp"]
 
 
@@ -261,10 +262,10 @@ def add_local(name: str, path: str | Path) -> Path:
     finally:
         if archive != path:
             archive.unlink(missing_ok=True)
-    folder = cached_folder(name)
-    if folder is None:
+    unpacked = cached_folder(name)
+    if unpacked is None:
         raise DatasetNotFoundError(f"{str(path)!r} unpacked without {entry.folder}/{_MARKER[entry.format]}")
-    return folder
+    return unpacked
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -364,7 +365,7 @@ def _write_binary(cache: Path, fingerprint: str, ratings: pd.DataFrame, movies: 
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # (numpy's stub types **kwds as allow_pickle)
         os.replace(tmp, cache)
     except OSError as exc:  # a read-only home only costs speed
         log.info("cannot write the reload cache %s: %s", cache, exc)
@@ -437,6 +438,33 @@ def load_ml_100k_split(split: str = "u1", data_dir: str | Path | None = None) ->
         table = pd.read_csv(path, sep="\t", header=None, names=_ML_100K_COLUMNS)
         parts.append(Dataset(f"ml-100k/{split}.{suffix}", table, "user", "movie", "rating", full.titles, full.genres))
     return parts[0], parts[1]
+
+
+def split_dataset(
+    dataset: Dataset, spec: SplitSpec | None = None, duplicates: Duplicates = "error",
+    data_dir: str | Path | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train, held_out)`` tables of ``dataset`` under ``spec``, columns user, item, rating: what
+    ``collabkit train`` fits on and validates with, and what ``evaluate`` replays from a model's info::
+
+        train, test = split_dataset(load_dataset("ml-latest-small"), SplitSpec.from_record(rec.info))
+
+    The table is validated once, whole (``duplicates`` as in :func:`~collabkit.data.validate_ratings`),
+    then split; ML-100K's canonical splits (``u1``..``ub``) are read from their files in ``data_dir``.
+    ``spec`` defaults to ``SplitSpec()``: the lesson's random 80/20 with seed 42.
+    """
+    spec = SplitSpec() if spec is None else spec
+    if spec.canonical:
+        if dataset.name != "ml-100k":
+            raise DataError(f"split {spec.kind} is one of ML-100K's canonical splits; use it with --data ml-100k "
+                            "(load_dataset('ml-100k'))")
+        base, test = load_ml_100k_split(spec.kind, data_dir)
+        return base.ratings, test.ratings
+    clean = validate_ratings(dataset.ratings, dataset.user_col, dataset.item_col, dataset.rating_col,
+                             duplicates=duplicates, keep_columns=("timestamp",))
+    train_idx, test_idx = spec.indices(clean)
+    columns = list(clean.columns[:3])
+    return clean.iloc[train_idx][columns], clean.iloc[test_idx][columns]
 
 
 # --- synthetic data with a known answer -------------------------------------------------------------

@@ -17,7 +17,6 @@ The lesson's own ``Learner`` path (:mod:`collabkit.fastai`) is unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import pandas as pd
@@ -51,7 +50,7 @@ class _Estimator:
         """
         config = self.config()
         learn = train(config, ratings, valid, (user_col, item_col, rating_col), duplicates=duplicates)
-        info = {"config": dataclasses.asdict(config)}
+        info = {"config": config.record()}
         rec = Recommender.from_learner(learn, titles=titles, info=info)
         return rec.fit_ranker(self.ranker) if self.ranker is not None else rec
 

@@ -70,7 +70,7 @@ def evaluate(
     """
     if k < 1:
         raise ValueError(f"k must be a positive integer, got {k}")
-    rank_by = rec._rank_by(rank_by)
+    rank_by = rec.check_rank_by(rank_by)
     test_frame = validate_ratings(test_frame, duplicates="keep", min_ids=1)
     if train_frame is None:  # a separate test file: what the model saw is its own training pairs
         if rec.interactions is None:

@@ -38,7 +38,7 @@ def item_bias_table(rec: Recommender, n: int = 10) -> tuple[pd.DataFrame, pd.Dat
     """The ``n`` trained items with the lowest and the highest learned bias, as two tables."""
     if not isinstance(rec.model, DotProductBias):
         raise DataError(f"a {type(rec.model).__name__} has no item biases; train --model dot-bias to see them")
-    rows = rec._trained_items
+    rows = rec.trained_item_rows
     bias = rec.model.i_bias.weight.detach().cpu().numpy()[rows, 0]
     order = np.argsort(bias, kind="stable")
     tables = []
@@ -87,7 +87,7 @@ def item_pca(rec: Recommender, n_components: int = 3, top: int | None = 1000) ->
     Components are signed so that each one's largest loading is positive,
     which makes the output the same from run to run of the same model.
     """
-    rows = rec._trained_items
+    rows = rec.trained_item_rows
     if rec.history is not None:  # most-rated first, so the head of the frame is the best-known items
         rows = rows[np.argsort(-rec.history.item_counts[rows], kind="stable")[:top]]
     factors = rec.view.item_factors[torch.from_numpy(rows)].double()

@@ -25,6 +25,7 @@ previous model untouched and never a half-written one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import stat
@@ -122,7 +123,29 @@ def check_writable(path: str | Path) -> Path:
     path = Path(path)
     if path.exists() and not _is_replaceable(path):
         raise ModelFileError(f"{str(path)!r} exists and is not a collabkit model directory; refusing to overwrite it")
+    _check_parent(path)
     return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Raise :class:`ModelFileError` unless a file can be written at ``path``: not a directory, and its folder
+    exists or can be made. For commands to check an output (a checkpoint, a CSV) before the work."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{str(path)!r} is a directory; give a file path")
+    _check_parent(path)
+    return path
+
+
+def _check_parent(path: Path) -> None:
+    """The nearest existing folder above ``path`` must be a writable directory (not a file)."""
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ModelFileError(f"cannot write {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ModelFileError(f"cannot write {str(path)!r}: no permission to write in {str(parent)!r}")
 
 
 def _umask() -> int:
@@ -274,10 +297,23 @@ def load_model(path: str | Path) -> LoadedModel:
     columns, info = config.get("columns"), config.get("info", {})
     if not (isinstance(columns, dict) and all(isinstance(v, str) for v in columns.values()) and isinstance(info, dict)):
         raise ModelFileError(f"{str(path / CONFIG)!r}: 'columns' must map names to strings and 'info' be an object")
+    _check_rating_scale(path, info.get("rating_scale"))
     history = _load_history(path, config, len(users), len(items))
     return LoadedModel(
         model, users, items, dict(config["columns"]), titles, dict(config.get("info", {})), history, ranker, interactions
     )
+
+
+def _check_rating_scale(path: Path, scale: Any) -> None:
+    """``info.rating_scale`` (what predictions are clipped to, and fold-in ratings checked against): absent,
+    or two finite numbers, low <= high."""
+    if scale is None:
+        return
+    ok = isinstance(scale, list) and len(scale) == 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in scale)
+    if not (ok and scale[0] <= scale[1]):
+        raise ModelFileError(f"{str(path / CONFIG)!r}: info.rating_scale must be [low, high], two finite numbers "
+                             f"with low <= high, got {scale!r}")
 
 
 def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -344,7 +380,8 @@ def _load_weights(path: Path, model: nn.Module, class_name: str, n_users: int, n
         first = str(exc).strip().splitlines()[:3]
         raise ModelFileError(f"{str(weights_path)!r} does not match its config: {' '.join(first)}") from exc
     n_rows = {k: v.shape[0] for k, v in tensors.items() if k.endswith("weight") and v.ndim == 2}
-    expected = _expected_rows(class_name, n_users, n_items)
+    tables = type(model).ID_TABLES  # every registered rating model names its id tables
+    expected = {tables["user"]: n_users, tables["item"]: n_items}
     for key, rows in expected.items():
         if n_rows.get(key) != rows:
             raise ModelFileError(
@@ -375,10 +412,3 @@ def _load_history(path: Path, config: dict, n_users: int, n_items: int) -> Ratin
     ):
         raise ModelFileError(f"{str(history_path)!r} does not match vocab.json ({n_users} users, {n_items} items)")
     return history
-
-
-def _expected_rows(class_name: str, n_users: int, n_items: int) -> dict[str, int]:
-    if class_name == "EmbeddingNN":
-        return {"embeds.0.weight": n_users, "embeds.1.weight": n_items}
-    return {"u_weight.weight": n_users, "i_weight.weight": n_items}
-

@@ -31,7 +31,7 @@ Concurrency: a question about one user or a batch of pairs takes well under
 a millisecond of CPU, so those handlers are ``async def`` and answer on the
 event loop: a thread-pool hop costs about as much as the answer, and under the
 GIL the pool adds no parallelism (measured in ``docs/serving.md``). Fold-in
-(L-BFGS, tens of ms) and reload (file reads) are plain ``def`` handlers that
+(a small solve or a few, milliseconds) and reload (file reads) are plain ``def`` handlers that
 FastAPI runs in its thread pool, so they never stall the loop. Torch runs one
 intra-op thread per process (``torch_threads``): parallelism comes from
 ``workers`` (processes). A loaded model is never mutated; a reload swaps one
@@ -85,6 +85,9 @@ MAX_ID_LENGTH = 300
 """The longest text id or title accepted."""
 MAX_BODY_BYTES = 1 << 20
 """Default request body limit (1 MiB); larger bodies get 413."""
+MAX_OBJECT_KEYS = 16
+"""The most keys any JSON object in a request body may have (the API's have at most 4). A body with a wider
+object gets 422 from one cheap scan, before validation would build an error for every unknown key."""
 REQUEST_TIMEOUT = 10.0
 """Seconds a client has to send one whole request (headers and body), counted from its first byte or
 from the moment it connects; a stalled connection then gets 408 and is closed."""
@@ -546,6 +549,8 @@ class RequestGuard:
                 body = await self._read_body(scope, receive)
                 if body is None:
                     await _too_large(self.max_body_bytes)(scope, receive, send_logged)
+                elif (widest := _widest_object(body)) > MAX_OBJECT_KEYS:
+                    await _too_wide(widest)(scope, receive, send_logged)
                 else:
                     await self.app(scope, _replay(body, receive), send_logged)
         finally:
@@ -583,6 +588,36 @@ class RequestGuard:
 
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"request body is larger than the {limit}-byte limit"}, status_code=413)
+
+
+class _TooWide(Exception):
+    def __init__(self, keys: int) -> None:
+        self.keys = keys
+
+
+def _widest_object(body: bytes) -> int:
+    """How many keys the body's first object wider than :data:`MAX_OBJECT_KEYS` has (0 when there is none,
+    or the body is not JSON: validation then says what is wrong with it)."""
+
+    def check(pairs: list) -> dict:
+        if len(pairs) > MAX_OBJECT_KEYS:
+            raise _TooWide(len(pairs))
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=check)
+    except _TooWide as wide:
+        return wide.keys
+    except (ValueError, RecursionError):  # not JSON (or too deep): FastAPI's 422 says so
+        pass
+    return 0
+
+
+def _too_wide(keys: int) -> JSONResponse:
+    return JSONResponse({"detail": [{"type": "too_many_keys", "loc": ["body"],
+                                     "msg": f"an object in the body has {keys} keys; this API's objects have at "
+                                            f"most {MAX_OBJECT_KEYS} (see /docs for the fields)"}]},
+                        status_code=422)
 
 
 def _replay(body: bytes, receive: Callable) -> Callable:

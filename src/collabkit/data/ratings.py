@@ -65,10 +65,14 @@ def _resolve_column(frame: pd.DataFrame, name: str | None, position: int, role: 
     return name
 
 
-def _clean_ids(values: pd.Series, role: str) -> pd.Series:
+def _clean_ids(values: pd.Series, role: str, line_offset: int | None = None) -> pd.Series:
+    """The ids of one column, checked (none missing) and typed; ``line_offset``: the rows came from a file
+    (see :data:`LINE_OFFSET`), so a missing id is named by its line."""
     if values.isna().any():
         n = int(values.isna().sum())
-        raise DataError(f"{n} row(s) have a missing {role} id, e.g. at row(s) {values.index[values.isna()][:3].tolist()}")
+        where, offset = ("row(s)", 0) if line_offset is None else ("line(s)", line_offset)
+        first = [int(i) + offset for i in values.index[values.isna()][:3]]
+        raise DataError(f"{n} row(s) have a missing {role} id, e.g. at {where} {first}")
     if pd.api.types.is_integer_dtype(values) or pd.api.types.is_string_dtype(values):
         return values
     if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
@@ -144,8 +148,9 @@ def validate_ratings(
             "first: " + _rows_preview(out, too_big)
         )
     out[rating_col] = values.astype(np.float32)
-    out[user_col] = _clean_ids(out[user_col], "user")
-    out[item_col] = _clean_ids(out[item_col], "item")
+    line_offset = frame.attrs.get(LINE_OFFSET)
+    out[user_col] = _clean_ids(out[user_col], "user", line_offset)
+    out[item_col] = _clean_ids(out[item_col], "item", line_offset)
 
     pair = [user_col, item_col]
     repeated = out.duplicated(pair, keep=False)

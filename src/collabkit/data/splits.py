@@ -1,10 +1,95 @@
-"""Ways to divide a ratings table into training and validation rows."""
+"""Ways to divide a ratings table into training and validation rows, and :class:`SplitSpec`, the record of
+which one a model was trained with (saved in its info, replayed by ``evaluate``)."""
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+
+from collabkit.errors import DataError
+
+SPLIT_KINDS = ("random", "temporal", "user-last", "user-random")
+"""Splits made from the table itself: by rows at random, by time, or per user (the latest or random ratings)."""
+ML_100K_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+"""ML-100K's canonical splits: files shipped with the dataset (see :func:`collabkit.datasets.split_dataset`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    """Which rows train and which are held out: a split named once, saved with the model, replayed exactly.
+
+    Args:
+        kind: ``"random"`` (``valid_pct`` of rows, the lesson's), ``"temporal"``
+            (the latest ``valid_pct`` by the ``timestamp`` column), ``"user-last"``
+            / ``"user-random"`` (``holdout`` ratings per user: the latest, or at
+            random), or one of ML-100K's canonical files ``u1``..``u5``, ``ua``, ``ub``.
+        valid_pct: the share held out by ``random`` and ``temporal``; 0 holds nothing out.
+        holdout: ratings held out per user by the ``user-*`` kinds.
+        seed: the seed of the random kinds.
+    """
+
+    kind: str = "random"
+    valid_pct: float = 0.2
+    holdout: int = 1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.kind not in (*SPLIT_KINDS, *ML_100K_SPLITS):
+            raise ValueError(f"split must be one of {(*SPLIT_KINDS, *ML_100K_SPLITS)}, got {self.kind!r}")
+        if not (isinstance(self.valid_pct, int | float) and math.isfinite(self.valid_pct) and 0 <= self.valid_pct < 1):
+            raise ValueError(f"valid_pct must be between 0 and 1 (0 trains on everything, with no validation), "
+                             f"got {self.valid_pct!r}")
+        if not (isinstance(self.holdout, int) and self.holdout >= 1):
+            raise ValueError(f"holdout must be a positive integer, got {self.holdout!r}")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    @property
+    def canonical(self) -> bool:
+        """Whether the split is one of ML-100K's files rather than made from the table."""
+        return self.kind in ML_100K_SPLITS
+
+    def indices(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``(train_rows, held_out_rows)``, positions in ``table`` (user column first; a ``timestamp`` column
+        for the kinds that go by time)."""
+        if self.canonical:
+            raise ValueError(f"split {self.kind} is a file of ML-100K, not made from a table: use "
+                             "collabkit.datasets.split_dataset")
+        n = len(table)
+        if self.kind == "random":
+            return random_split(n, self.valid_pct, self.seed)
+        if self.kind == "temporal":
+            if self.valid_pct == 0:
+                return np.arange(n), np.zeros(0, dtype=np.int64)
+            return temporal_split(self._times(table), self.valid_pct)
+        times = self._times(table) if self.kind == "user-last" else None
+        return user_holdout(table.iloc[:, 0].to_numpy(), n=self.holdout, times=times, seed=self.seed)
+
+    def _times(self, table: pd.DataFrame) -> np.ndarray:
+        if "timestamp" not in table.columns:
+            raise DataError(f"the {self.kind} split needs a 'timestamp' column; the table has {list(table.columns)}")
+        return table["timestamp"].to_numpy()
+
+    def record(self) -> dict[str, Any]:
+        """The split as a model's info holds it (the CLI's option names)."""
+        return {"split": self.kind, "valid_pct": self.valid_pct, "holdout": self.holdout, "seed": self.seed}
+
+    @classmethod
+    def from_record(cls, info: Mapping[str, Any], **overrides: Any) -> SplitSpec:
+        """The split recorded in a model's ``info`` (unrecorded fields: the defaults), with ``overrides``
+        (``None`` values ignored) on top. Models saved before splits were recorded kept only the seed,
+        in ``info["config"]``."""
+        recorded = {"kind": info.get("split"), "valid_pct": info.get("valid_pct"), "holdout": info.get("holdout"),
+                    "seed": info.get("seed", (info.get("config") or {}).get("seed"))}
+        fields = {k: v for k, v in recorded.items() if v is not None}
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**fields)
 
 
 def random_split(n_rows: int, valid_pct: float = 0.2, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:

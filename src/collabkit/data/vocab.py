@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -82,7 +82,7 @@ class Vocabulary(Sequence):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and self._index.equals(other._index)
 
-    __hash__ = None  # mutable-looking container semantics, like list
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking container semantics, like list
 
     # --- lookups -----------------------------------------------------------
     @property
@@ -96,6 +96,12 @@ class Vocabulary(Sequence):
     def ids(self) -> np.ndarray:
         """The raw ids as a numpy array, in row order."""
         return self._index.to_numpy()
+
+    @overload  # type: ignore[override]  # (one id: its row, as Sequence.index; many: an array)
+    def index(self, values: str | int) -> int: ...
+
+    @overload
+    def index(self, values: Iterable[Any]) -> np.ndarray: ...
 
     def index(self, values: Iterable[Any] | str | int) -> np.ndarray | int:
         """Rows of ``values`` as an int64 array; ids not in the vocabulary give ``UNKNOWN``.
@@ -116,7 +122,7 @@ class Vocabulary(Sequence):
         """Like :meth:`index`, but an unknown id raises :class:`UnknownIdError` naming it."""
         values = values if isinstance(values, (pd.Index, pd.Series, np.ndarray)) else list(values)
         rows = self.index(values)
-        missing = rows == UNKNOWN
+        missing = np.asarray(rows == UNKNOWN)
         if missing.any():
             bad = pd.unique(np.asarray(values, dtype=object)[missing])
             shown = ", ".join(repr(_native(v)) for v in bad[:5])
@@ -124,7 +130,7 @@ class Vocabulary(Sequence):
             raise UnknownIdError(f"unknown {self.name} id(s): {shown}{more}")
         return rows
 
-    def parse(self, values: Iterable[Any]) -> Sequence[Any]:
+    def parse(self, values: Iterable[Any]) -> Sequence[Any] | np.ndarray:
         """Text ids (from a command line or a URL) as the vocabulary's type: ``"42"`` -> ``42`` for int ids.
 
         A typed array (or Series) of numbers is returned as an array as it is: it has no text to parse,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from collabkit.models.factors import FactorView
 from collabkit.models.layers import Embedding, checked_y_range, positive_ints, sigmoid_range
 
 
@@ -36,16 +37,24 @@ class DotProduct(nn.Module):
         _check_sizes(n_users, n_items, n_factors, y_range)
         self.u_weight = Embedding(n_users, n_factors)
         self.i_weight = Embedding(n_items, n_factors)
-        self.y_range = tuple(float(v) for v in y_range) if y_range is not None else None
+        self.y_range = checked_y_range(y_range)
         self._config = {"n_users": n_users, "n_items": n_items, "n_factors": n_factors, "y_range": self.y_range}
 
     def config(self) -> dict:
         """The constructor arguments, JSON-ready: ``type(self)(**m.config())`` rebuilds the model."""
         return dict(self._config)
 
+    ID_TABLES = {"user": "u_weight.weight", "item": "i_weight.weight"}
+    """The weights with a row per user and per item (checked against the vocabularies on load)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         res = (self.u_weight(x[:, 0]) * self.i_weight(x[:, 1])).sum(dim=1)
         return res if self.y_range is None else sigmoid_range(res, *self.y_range)
+
+    def factor_view(self) -> FactorView:
+        """The users' and items' factor vectors: a rating is ``sigmoid_range(p_u · q_i, *y_range)``."""
+        p, q = self.u_weight.weight.detach(), self.i_weight.weight.detach()
+        return FactorView(p, q, p, q, y_range=self.y_range)
 
 
 class DotProductBias(nn.Module):
@@ -84,12 +93,15 @@ class DotProductBias(nn.Module):
         self.i_weight = Embedding(n_items, n_factors)
         self.u_bias = Embedding(n_users, 1)
         self.i_bias = Embedding(n_items, 1)
-        self.y_range = tuple(float(v) for v in y_range) if y_range is not None else None
+        self.y_range = checked_y_range(y_range)
         self._config = {"n_users": n_users, "n_items": n_items, "n_factors": n_factors, "y_range": self.y_range}
 
     def config(self) -> dict:
         """The constructor arguments, JSON-ready: ``type(self)(**m.config())`` rebuilds the model."""
         return dict(self._config)
+
+    ID_TABLES = {"user": "u_weight.weight", "item": "i_weight.weight"}
+    """The weights with a row per user and per item (checked against the vocabularies on load)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         users, items = x[:, 0], x[:, 1]
@@ -97,48 +109,17 @@ class DotProductBias(nn.Module):
         res = res + self.u_bias(users).squeeze(1) + self.i_bias(items).squeeze(1)
         return res if self.y_range is None else sigmoid_range(res, *self.y_range)
 
+    def factor_view(self) -> FactorView:
+        """Biases folded into the vectors: a user is ``[p_u, b_u, 1]`` and an item ``[q_i, 1, b_i]``, so that
+        their dot product is ``p_u · q_i + b_u + b_i`` (the trailing 1 is fixed in fold-in)."""
+        p, q = self.u_weight.weight.detach(), self.i_weight.weight.detach()
+        b_u, b_i = self.u_bias.weight.detach(), self.i_bias.weight.detach()
+        users = torch.cat([p, b_u, torch.ones_like(b_u)], 1)
+        items = torch.cat([q, torch.ones_like(b_i), b_i], 1)
+        return FactorView(users, items, p, q, fixed_tail=1, y_range=self.y_range)
+
 
 def is_stock_dot_bias(model: nn.Module) -> bool:
     """Whether ``model`` computes exactly :class:`DotProductBias`'s forward: the class, or a subclass that
     keeps its ``forward`` (what the hand-written gradients and the fused loop assume)."""
     return isinstance(model, DotProductBias) and type(model).forward is DotProductBias.forward
-
-
-def dot_bias_mse_grads(model: DotProductBias, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of ``model`` on a batch, with its gradients written into the ``.grad`` of the
-    four tables by hand: what autograd would compute, in a fraction of the calls.
-
-    With ``z = p_u·q_i + b_u + b_i`` and ``r̂ = low + (high - low)·σ(z)`` (or ``r̂ = z``)::
-
-        ∂L/∂z = 2 (r̂ - r) / n · (high - low) σ(z) (1 - σ(z))
-        ∂L/∂p_u = Σ ∂L/∂z · q_i      ∂L/∂q_i = Σ ∂L/∂z · p_u      ∂L/∂b = Σ ∂L/∂z
-
-    summed over the rows of each user and item in the batch. Every row of each
-    ``.grad`` is written (zeros where the batch has no rating), exactly as
-    autograd's dense embedding gradient. Returns the loss (a 0-d tensor).
-    """
-    users, items = x[:, 0], x[:, 1]
-    P, Q = model.u_weight.weight, model.i_weight.weight
-    p, q = P.index_select(0, users), Q.index_select(0, items)
-    z = (p * q).sum(1) + model.u_bias.weight.index_select(0, users)[:, 0] + model.i_bias.weight.index_select(0, items)[:, 0]
-    y = y.reshape(-1).float()
-    if model.y_range is None:
-        pred, slope = z, 1.0
-    else:
-        low, high = model.y_range
-        s = torch.sigmoid(z)
-        pred, slope = s * (high - low) + low, (high - low) * s * (1 - s)
-    err = pred - y
-    dz = (2.0 / len(y)) * err * slope
-    for table, rows, values in (
-        (P, users, dz[:, None] * q),
-        (Q, items, dz[:, None] * p),
-        (model.u_bias.weight, users, dz[:, None]),
-        (model.i_bias.weight, items, dz[:, None]),
-    ):
-        if table.grad is None:
-            table.grad = torch.zeros_like(table)
-        else:
-            table.grad.zero_()
-        table.grad.index_add_(0, rows, values)
-    return (err * err).mean()

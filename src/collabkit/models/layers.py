@@ -63,7 +63,7 @@ def positive_ints(name: str, values) -> list[int]:
         raise ValueError(f"{name} must be a list of positive integers, got {values!r}")
     out = list(values)
     for v in out:
-        if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1):
+        if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 1):
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return [int(v) for v in out]
 

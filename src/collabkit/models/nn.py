@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from collabkit.models.factors import FactorView
 from collabkit.models.layers import Embedding, checked_y_range, positive_ints, sigmoid_range
 
 
@@ -80,8 +81,16 @@ class EmbeddingNN(nn.Module):
         """The constructor arguments, JSON-ready: ``EmbeddingNN(**m.config())`` rebuilds the model."""
         return dict(self._config)
 
+    ID_TABLES = {"user": "embeds.0.weight", "item": "embeds.1.weight"}
+    """The weights with a row per user and per item (checked against the vocabularies on load)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embeds[0](x[:, 0]), self.embeds[1](x[:, 1]))
+
+    def factor_view(self) -> FactorView:
+        """The embeddings, rated through :meth:`head`."""
+        e_u, e_i = self.embeds[0].weight.detach(), self.embeds[1].weight.detach()
+        return FactorView(e_u, e_i, e_u, e_i, head=self.head)
 
     def head(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Ratings from user and item embedding vectors (``(n, w_user)``, ``(n, w_item)``)."""

@@ -31,13 +31,18 @@ class Popularity(Ranker):
         self.n_items = interactions.n_items
         return self
 
-    def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
+    def _counts(self) -> torch.Tensor:
+        """The fitted item counts (NotFittedError before fit)."""
         self._fitted()
-        return self.counts.expand(users.n_users, -1).clone()
+        assert self.counts is not None  # (set whenever n_items is)
+        return self.counts
+
+    def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
+        counts = self._counts()
+        return counts.expand(users.n_users, -1).clone()
 
     def state(self) -> dict[str, torch.Tensor]:
-        self._fitted()
-        return {"counts": self.counts}
+        return {"counts": self._counts()}
 
     def load_state(self, tensors: dict[str, torch.Tensor], n_users: int, n_items: int) -> None:
         self._expect(tensors, {"counts": (n_items,)})

@@ -41,7 +41,8 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,10 +67,11 @@ class BayesConfig:
     sweeps: int = 30
     burn_in: int = 5
     thin: int = 1  # keep every thin-th sample after burn-in (the model stores kept × n_factors columns)
-    noise_prior: float = 2.0  # c in g_u, h_i ~ Gamma(c, c)
-    beta0: float = 2.0
-    init_std: float = 0.5
-    report_every: int = 25
+    # the sampler's priors and reporting, not options of a training run (metadata: option False)
+    noise_prior: float = field(default=2.0, metadata={"option": False})  # c in g_u, h_i ~ Gamma(c, c)
+    beta0: float = field(default=2.0, metadata={"option": False})
+    init_std: float = field(default=0.5, metadata={"option": False})
+    report_every: int = field(default=25, metadata={"option": False})
 
     def __post_init__(self) -> None:
         if not 0 <= self.burn_in < self.sweeps:
@@ -241,7 +243,12 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     started = time.perf_counter()
     warned_cancel = False
     with learn.fitting(reports) as callbacks:
+        period_open = False  # between a report period's before_epoch and its after_epoch
         for sweep in range(config.sweeps):
+            if not period_open:
+                for cb in callbacks:
+                    cb.before_epoch(learn, len(learn.recorder.values))
+                period_open = True
             U, V, V_mean, g, h, alpha = gibbs_sweep(
                 by_user, by_item, U, V, g, h, alpha, rng.standard_gamma(shapes), rng.standard_normal(n_normals),
                 c, config.beta0,
@@ -259,17 +266,18 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
                 new_u, new_v = torch.cat(kept_u[summed:], 1), torch.cat(kept_v[summed:], 1)
                 train_sum += torch.sparse.sampled_addmm(by_user.ones, new_u, new_v.T, beta=0.0).values()
                 summed = s
-                row = [float(((train_sum / s - by_user.values) ** 2).mean())]
-                if len(v_users):
+                row = [float(learn.loss_func((train_sum / s).float(), by_user.values.float()))]
+                if len(v_users):  # the learner's loss and metrics, as every solver validates
                     valid_pred = (mu + valid_sum / s).float()
                     targets = valid.y.cpu()
-                    row += [float(((valid_pred - targets) ** 2).mean()),
+                    row += [float(learn.loss_func(valid_pred, targets)),
                             *(float(m(valid_pred, targets)) for m in learn.metrics)]
                 else:
                     row += [float("nan")] * (1 + len(learn.metrics))
                 report = len(learn.recorder.values)
                 learn.record_epoch(report, row, sweep + 1, time.perf_counter() - started)
                 started = time.perf_counter()
+                period_open = False
                 if learn.after_epoch(callbacks, report) and not warned_cancel:
                     warned_cancel = True  # the model's width is kept samples x factors, fixed before sampling
                     log.warning("a callback asked to stop early; the Gibbs sampler keeps a fixed number of samples, "
@@ -281,3 +289,24 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
         model.i_weight.weight.copy_((torch.cat(kept_v, 1) * scale).to(device))
         model.u_bias.weight.fill_(mu)
         model.i_bias.weight.zero_()
+
+
+class GibbsSolver:
+    """The solver entry of Bayesian PMF (:data:`~collabkit.training.solvers.SOLVERS` ``"bayes"``)."""
+
+    name = "bayes"
+    settings_class = BayesConfig
+    renamed: dict[str, str] = {}
+    resumable = False
+
+    def build_model(self, settings: BayesConfig, n_users: int, n_items: int, ratings: np.ndarray) -> DotProductBias:
+        return DotProductBias(n_users, n_items, settings.model_factors, y_range=None)
+
+    def learner_options(self, settings: BayesConfig) -> dict[str, Any]:
+        return {}
+
+    def fit(self, learn, settings: BayesConfig, seed: int, lr: float | None = None, checkpoint=None) -> None:
+        fit_bayes(learn, settings, seed=seed)
+
+
+GIBBS = GibbsSolver()

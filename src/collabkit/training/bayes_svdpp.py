@@ -44,7 +44,8 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,19 +59,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SVDppConfig:
-    """Settings of the Bayesian SVD++ sampler (see the module's docstring for the model)."""
+    """Settings of the Bayesian SVD++ sampler (see the module's docstring for the model).
+
+    The defaults are the ``accurate`` preset's, chosen on a validation split of ML-100K's u1.base
+    (docs/benchmarks.md, "What was tried"): u1 RMSE 0.885 in about half a minute.
+    """
 
     n_factors: int = 10
-    sweeps: int = 30
-    burn_in: int = 5
-    thin: int = 1  # keep every thin-th sample after burn-in (the model stores kept × n_factors columns)
-    user_implicit: bool = True  # P_u holds |N(u)|^-½ Σ y_j over the items u rated
-    item_implicit: bool = True  # Q_i holds |M(i)|^-½ Σ z_v over the users who rated i ("flipped")
-    biases: bool = True
-    noise_prior: float = 2.0  # c in g_u, h_i ~ Gamma(c, c)
-    beta0: float = 2.0
-    init_std: float = 0.5
-    report_every: int = 25
+    sweeps: int = 500
+    burn_in: int = 50
+    thin: int = 10  # keep every thin-th sample after burn-in (the model stores kept × n_factors columns)
+    # the model's parts, priors and reporting, not options of a training run (metadata: option False)
+    user_implicit: bool = field(default=True, metadata={"option": False})  # P_u holds |N(u)|^-½ Σ y_j
+    item_implicit: bool = field(default=True, metadata={"option": False})  # Q_i holds |M(i)|^-½ Σ z_v ("flipped")
+    biases: bool = field(default=True, metadata={"option": False})
+    noise_prior: float = field(default=2.0, metadata={"option": False})  # c in g_u, h_i ~ Gamma(c, c)
+    beta0: float = field(default=2.0, metadata={"option": False})
+    init_std: float = field(default=0.5, metadata={"option": False})
+    report_every: int = field(default=25, metadata={"option": False})
 
     def __post_init__(self) -> None:
         if not 0 <= self.burn_in < self.sweeps:
@@ -231,7 +237,12 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
         return prec_t, t(mean), (t(mean)[None, :] + implicit_term) @ prec_t
 
     with learn.fitting(reports) as callbacks:
+        period_open = False  # between a report period's before_epoch and its after_epoch
         for sweep in range(config.sweeps):
+            if not period_open:
+                for cb in callbacks:
+                    cb.before_epoch(learn, len(learn.recorder.values))
+                period_open = True
             # the biases given the factors; then the targets of the factors' draws
             dot = (P[users_t] * Q[items_t]).sum(1)
             if config.biases:
@@ -278,17 +289,18 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
             done = sweep + 1 - config.burn_in
             if kept_p and (done % config.report_every == 0 or sweep + 1 == config.sweeps):
                 s = len(kept_p)
-                row = [float(((train_sum / s - centred) ** 2).mean())]
-                if len(v_users):
+                row = [float(learn.loss_func((train_sum / s).float(), centred.float()))]
+                if len(v_users):  # the learner's loss and metrics, as every solver validates
                     valid_pred = (mu + valid_sum / s).float()
                     targets = valid.y.cpu()
-                    row += [float(((valid_pred - targets) ** 2).mean()),
+                    row += [float(learn.loss_func(valid_pred, targets)),
                             *(float(m(valid_pred, targets)) for m in learn.metrics)]
                 else:
                     row += [float("nan")] * (1 + len(learn.metrics))
                 report = len(learn.recorder.values)
                 learn.record_epoch(report, row, sweep + 1, time.perf_counter() - started)
                 started = time.perf_counter()
+                period_open = False
                 if learn.after_epoch(callbacks, report) and not warned_cancel:
                     warned_cancel = True
                     log.warning("a callback asked to stop early; the Gibbs sampler keeps a fixed number of samples, "
@@ -300,3 +312,24 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
         model.i_weight.weight.copy_((torch.cat(kept_q, 1) * scale).to(device))
         model.u_bias.weight.copy_(t(mu + np.mean(kept_bu, 0))[:, None].to(device))
         model.i_bias.weight.copy_(t(np.mean(kept_bi, 0))[:, None].to(device))
+
+
+class SVDppSolver:
+    """The solver entry of Bayesian SVD++ (:data:`~collabkit.training.solvers.SOLVERS` ``"bayes-svdpp"``)."""
+
+    name = "bayes-svdpp"
+    settings_class = SVDppConfig
+    renamed: dict[str, str] = {}
+    resumable = False
+
+    def build_model(self, settings: SVDppConfig, n_users: int, n_items: int, ratings: np.ndarray) -> DotProductBias:
+        return DotProductBias(n_users, n_items, settings.model_factors, y_range=None)
+
+    def learner_options(self, settings: SVDppConfig) -> dict[str, Any]:
+        return {}
+
+    def fit(self, learn, settings: SVDppConfig, seed: int, lr: float | None = None, checkpoint=None) -> None:
+        fit_bayes_svdpp(learn, settings, seed=seed)
+
+
+SVDPP = SVDppSolver()

@@ -113,7 +113,8 @@ class _Monitor(Callback):
                              "give the data a validation share")
         if distributed.world_size() > 1:
             raise ValueError(f"{type(self).__name__} runs in one process; train without --nproc/torchrun")
-        self.best, self.best_epoch = math.inf, None
+        self.best: float = math.inf
+        self.best_epoch: int | None = None
 
     def improved(self, learn: Learner, epoch: int) -> bool:
         """Whether this epoch beat the best so far by more than ``min_delta`` (and remember it if so)."""
@@ -144,10 +145,11 @@ class EarlyStoppingCallback(_Monitor):
         self.stopped_epoch = None
 
     def after_epoch(self, learn: Learner, epoch: int) -> None:
-        if self.improved(learn, epoch) or epoch - self.best_epoch < self.patience:
+        last_good = -1 if self.best_epoch is None else self.best_epoch  # (None: never a finite value yet)
+        if self.improved(learn, epoch) or epoch - last_good < self.patience:
             return
         self.stopped_epoch = epoch
-        log.info("early stopping after epoch %d: %s has not improved for %d epoch(s) (best %.6g in epoch %d)",
+        log.info("early stopping after epoch %d: %s has not improved for %d epoch(s) (best %.6g in epoch %s)",
                  epoch, self.monitor, self.patience, self.sign * self.best, self.best_epoch)
         raise CancelFitException(f"no improvement in {self.monitor} for {self.patience} epoch(s)")
 

@@ -3,16 +3,10 @@
 A training run is :meth:`Learner._run`, top to bottom, inside
 :meth:`Learner.fitting` (the thread count, the callbacks' ``before_fit`` and
 ``after_fit``): set the optimizer's hyper-parameters, build the schedule, then
-per epoch, per batch forward, loss (plus the L2 term in ``"l2-loss"`` mode),
-backward, step, and finally validate and record. Where autograd is not needed
-the step is :func:`~collabkit.models.dot.dot_bias_mse_grads`'s hand-written
-gradients and the optimizer. Callbacks observe; the one thing they may do is
-stop the fit after an epoch, by raising :class:`CancelFitException`.
-
-The lesson's exact case (a ``DotProductBias``, collabkit's or the lesson's own
-class, ``MSELossFlat``, Adam/AdamW on the CPU) runs the same steps in one
-compiled loop instead (:mod:`collabkit.training.fused`); ``fast=False`` turns
-that off.
+per epoch one call of the stepper (:mod:`collabkit.training.steppers`: per
+batch forward, loss, backward and step, or a fast path that makes the same
+updates), and finally validate and record. Callbacks observe; the one thing
+they may do is stop the fit after an epoch, by raising :class:`CancelFitException`.
 """
 
 from __future__ import annotations
@@ -36,22 +30,20 @@ from collabkit import metrics as metric_fns
 from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
 from collabkit.errors import DataError, ModelFileError, TrainingDivergedError
-from collabkit.models.dot import dot_bias_mse_grads, is_stock_dot_bias
 from collabkit.training.callbacks import Callback, CancelFitException, ProgressCallback
 from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from collabkit.training.fused import FusedDotBiasAdam
 from collabkit.training.losses import MSELossFlat
 from collabkit.training.lr_find import SUGGESTIONS, LRFinderResult
 from collabkit.training.optim import (
     DEFAULT_WD,
     Adam,
     check_wd_mode,
-    l2_penalty,
     optimizer_weight_decay,
     split_decay_params,
 )
 from collabkit.training.recorder import Recorder, Smoother, smooth
 from collabkit.training.schedule import FASTAI_MOMS, ScheduleSpec, exponential_range
+from collabkit.training.steppers import stepper_for
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +145,6 @@ class Learner:
         groups = [{"params": decay}]
         if no_decay:
             groups.append({"params": no_decay})
-        self._decay_params = decay
         self.opt = self.opt_func(groups, lr=self.lr, wd=0.0, decouple_wd=self.wd_mode == "decoupled")
         return self.opt
 
@@ -234,11 +225,8 @@ class Learner:
         first_epoch = 0
         if resume is not None:
             first_epoch = self._restore(resume, opt, schedule)
-        net = self._training_module()
         penalty = wd if self.wd_mode == "l2-loss" else 0.0
-        plain_mse = self._plain_mse(penalty)
-        fused = FusedDotBiasAdam.build(self.model, opt, train.x[:256]) if plain_mse else None
-        fast = plain_mse and fused is None and is_stock_dot_bias(self.model)  # hand-written gradients
+        stepper = stepper_for(self, opt, penalty, self._training_module())
         main_rank = distributed.is_main()
         rec = self.recorder
         with self.fitting(n_epoch, cbs) as callbacks:
@@ -247,32 +235,8 @@ class Learner:
                     cb.before_epoch(self, epoch)
                 start = time.perf_counter()
                 self.model.train()
-                if fused is not None:
-                    order = train.epoch_order()
-                    losses = fused.epoch(
-                        train.x, train.y, torch.arange(train.n) if order is None else order, n_batches, train.bs,
-                        schedule, rec, lambda k: [cb.after_batch(self, k) for cb in callbacks],
-                    )
-                    batch_losses = torch.from_numpy(losses)
-                else:
-                    batch_losses = torch.empty(n_batches, device=train.x.device)
-                    for k, (xb, yb) in enumerate(train):
-                        if fast:
-                            loss = dot_bias_mse_grads(self.model, xb, yb)
-                        else:
-                            loss = self.loss_func(net(xb), yb)
-                            objective = loss + l2_penalty(self._decay_params, penalty) if penalty else loss
-                            opt.zero_grad(set_to_none=True)
-                            objective.backward()
-                        group = opt.param_groups[0]
-                        rec.lrs.append(group["lr"])
-                        rec.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
-                        opt.step()
-                        if schedule is not None:
-                            schedule.step()
-                        batch_losses[k] = loss.detach()
-                        for cb in callbacks:
-                            cb.after_batch(self, k)
+                batch_losses = stepper.epoch(train, n_batches, schedule, rec,
+                                             lambda k: [cb.after_batch(self, k) for cb in callbacks])
                 losses = batch_losses.tolist()
                 rec.losses.extend(losses)
                 train_loss = float(distributed.all_reduce_sum(batch_losses.sum().reshape(1))[0]) / (
@@ -343,9 +307,9 @@ class Learner:
         """:meth:`validate`, or NaNs when there is no validation split."""
         return self.validate() if self.dls.valid.n else [float("nan")] * (1 + len(self.metrics))
 
-    def _plain_mse(self, penalty: float) -> bool:
+    def plain_mse(self, penalty: float) -> bool:
         """Whether this run may skip autograd: ``fast``, ``MSELossFlat`` (mean), no ``l2-loss`` term, one process,
-        every parameter trainable. The model itself is checked by the fused loop and :func:`is_stock_dot_bias`.
+        every parameter trainable. The model itself is checked by :func:`~collabkit.training.steppers.stepper_for`.
         """
         return (
             self.fast

@@ -49,7 +49,8 @@ def split_decay_params(model: nn.Module, wd_bn_bias: bool = False) -> tuple[list
                 skip.update(id(p) for p in module.parameters(recurse=False))
             elif isinstance(module, nn.Linear) and module.bias is not None:
                 skip.add(id(module.bias))
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if id(p) in skip else decay).append(p)
@@ -64,7 +65,7 @@ def optimizer_weight_decay(wd: float, wd_mode: str) -> float:
 
 def l2_penalty(params: Iterable[torch.Tensor], wd: float) -> torch.Tensor:
     """The lesson's ``wd * (parameters**2).sum()`` over ``params``."""
-    return wd * sum((p * p).sum() for p in params)
+    return torch.as_tensor(wd * sum((p * p).sum() for p in params))
 
 
 def _without_dynamo_guard(method):

@@ -1,8 +1,10 @@
-"""A whole training run from a table and a config: the path the CLI, ``cv`` and benchmarks share.
+"""A whole training run from a table and a config: the path the CLI, ``cv``, the estimators and benchmarks share.
 
-:class:`TrainConfig` names every choice of a run; :data:`PRESETS` holds the
-named ones. :func:`train` turns a train/valid pair of tables into a fitted
-:class:`~collabkit.training.Learner`.
+:class:`TrainConfig` names the choices of a run: the solver, the seed, the
+threads, and the options the solver reads (left ``None``, each takes that
+solver's own default); :data:`PRESETS` holds the named ones. :func:`train` turns
+a train/valid pair of tables into a fitted :class:`~collabkit.training.Learner`.
+The solvers themselves are in :data:`~collabkit.training.solvers.SOLVERS`.
 """
 
 from __future__ import annotations
@@ -10,86 +12,82 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from collabkit.data.loaders import CollabDataLoaders
 from collabkit.data.ratings import Duplicates
 from collabkit.metrics import rmse
-from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rule
-from collabkit.training.bayes import BayesConfig, fit_bayes
-from collabkit.training.bayes_svdpp import SVDppConfig, fit_bayes_svdpp
-from collabkit.training.callbacks import Callback, EarlyStoppingCallback, SaveModelCallback
+from collabkit.training import solvers
+from collabkit.training.callbacks import Callback
 from collabkit.training.learner import Learner
-from collabkit.training.sparse import fit_sparse
+from collabkit.training.sgd import MODELS
+from collabkit.training.solvers import SOLVERS
 
-MODELS = ("dot", "dot-bias", "nn")
-SOLVERS = ("sgd", "bayes", "bayes-svdpp", "sparse")
+__all__ = ["MODELS", "PRESETS", "SOLVERS", "TrainConfig", "fit", "prepare", "train"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every choice of a training run.
+    """The choices of a training run.
 
-    ``solver="sgd"`` trains ``model`` with ``fit_one_cycle(epochs, lr, wd=wd)``
-    at batch size ``bs``; ``solver="bayes"`` fits Bayesian PMF by Gibbs
-    sampling (``sweeps``, ``burn_in``, ``thin``, with ``n_factors`` factors per
-    sample; see :mod:`collabkit.training.bayes`); ``solver="bayes-svdpp"`` fits
-    Bayesian SVD++ with biases and implicit factors on both sides the same way
-    (:mod:`collabkit.training.bayes_svdpp`); ``solver="sparse"`` runs
-    row-sparse SGD for ``epochs`` at ``lr`` with ``wd`` as the per-rating L2
-    penalty (see :mod:`collabkit.training.sparse`). Both store a ``DotProductBias``.
+    ``solver`` names one of :data:`SOLVERS`: ``"sgd"`` (the lesson's
+    ``fit_one_cycle`` with dense AdamW; :class:`~collabkit.training.sgd.SGDConfig`),
+    ``"bayes"`` (Bayesian PMF by Gibbs sampling; :class:`~collabkit.training.bayes.BayesConfig`),
+    ``"bayes-svdpp"`` (Bayesian SVD++ by Gibbs sampling; :class:`~collabkit.training.bayes_svdpp.SVDppConfig`)
+    or ``"sparse"`` (row-sparse Adagrad, ``wd`` its L2 penalty per rating;
+    :class:`~collabkit.training.sparse.SparseConfig`). The other fields are the
+    solvers' options: one left ``None`` takes the solver's own default, and one
+    given that the solver does not read is refused. :meth:`settings` is what the
+    solver runs with.
     """
 
     solver: str = "sgd"
-    model: str = "dot-bias"
-    n_factors: int = 50
-    layers: tuple[int, ...] = (100, 50)
-    y_range: tuple[float, float] | None = None  # None: default_y_range of the training ratings
-    epochs: int = 5
-    lr: float = 5e-3
-    wd: float = 0.1
-    wd_mode: str = "decoupled"
-    bs: int = 64
+    model: str | None = None
+    n_factors: int | None = None
+    layers: tuple[int, ...] | None = None
+    y_range: tuple[float, float] | None = None  # sgd; None: default_y_range of the training ratings
+    epochs: int | None = None
+    lr: float | None = None
+    wd: float | None = None
+    wd_mode: str | None = None
+    bs: int | None = None
     seed: int = 42
     threads: int | None = 1
-    sweeps: int = BayesConfig.sweeps  # the Gibbs sampler's own defaults, stated once (in BayesConfig)
-    burn_in: int = BayesConfig.burn_in
-    thin: int = BayesConfig.thin
+    sweeps: int | None = None
+    burn_in: int | None = None
+    thin: int | None = None
     patience: int | None = None  # sgd: stop when valid_loss has not improved for this many epochs, keep the best
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.solver != "sgd" and self.model != "dot-bias":
-            raise ValueError(f"the {self.solver} solver fits dot-bias models, not {self.model!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        for name in ("n_factors", "epochs", "bs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not self.lr > 0 or self.wd < 0:
-            raise ValueError(f"lr must be > 0 and wd >= 0, got lr={self.lr}, wd={self.wd}")
-        if self.solver in ("bayes", "bayes-svdpp"):
-            self.sampler()  # checks sweeps, burn_in, thin
-        if self.patience is not None and (self.solver != "sgd" or self.patience < 1):
-            raise ValueError(f"patience (early stopping) is a positive number of epochs for the sgd solver, "
-                             f"got {self.patience!r} with solver {self.solver!r}")
+            raise ValueError(f"solver must be one of {tuple(SOLVERS)}, got {self.solver!r}")
+        reads = solvers.options(SOLVERS[self.solver])
+        stray = [f.name for f in dataclasses.fields(self)
+                 if f.name not in ("solver", "seed", "threads") and f.name not in reads and getattr(self, f.name) is not None]
+        if stray:
+            users = [name for name, s in SOLVERS.items() if stray[0] in solvers.options(s)]
+            raise ValueError(f"{', '.join(stray)} does not apply to the {self.solver} solver; leave it out or choose "
+                             f"solver {' or '.join(map(repr, users))}")
+        self.settings()  # checks the values
 
-    def bayes(self) -> BayesConfig:
-        """The Gibbs sampler's settings."""
-        return BayesConfig(n_factors=self.n_factors, sweeps=self.sweeps, burn_in=self.burn_in, thin=self.thin)
+    def settings(self) -> Any:
+        """The solver's own frozen settings: the options given here, its defaults for the rest."""
+        return solvers.settings_from(SOLVERS[self.solver], self)
 
-    def svdpp(self) -> SVDppConfig:
-        """The Bayesian SVD++ sampler's settings."""
-        return SVDppConfig(n_factors=self.n_factors, sweeps=self.sweeps, burn_in=self.burn_in, thin=self.thin)
+    def bayes(self):
+        """The Gibbs sampler's settings (``solver="bayes"``)."""
+        if self.solver != "bayes":
+            raise ValueError(f"this config's solver is {self.solver!r}, not 'bayes'")
+        return self.settings()
 
-    def sampler(self) -> BayesConfig | SVDppConfig:
-        """The settings of this config's Gibbs sampler (solver "bayes" or "bayes-svdpp")."""
-        return self.svdpp() if self.solver == "bayes-svdpp" else self.bayes()
+    def record(self) -> dict[str, Any]:
+        """What the run used, as a model's info records it: solver, seed, threads and every option the solver
+        reads, resolved (under this class's names)."""
+        return {"solver": self.solver, "seed": self.seed, "threads": self.threads,
+                **solvers.record(SOLVERS[self.solver], self.settings())}
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (``None`` values are ignored)."""
@@ -98,32 +96,17 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # Fast and accurate: Bayesian PMF, 10 factors, 30 Gibbs sweeps, 5 burn-in (u1: RMSE 0.906; docs/benchmarks.md).
-    "default": TrainConfig(solver="bayes", n_factors=BayesConfig.n_factors),
-    # Bayesian SVD++ (biases, implicit factors from the items each user rated and the users who rated each item),
-    # a long chain: slower, more accurate (docs/benchmarks.md, "Accuracy"; chosen on a validation split of u1.base).
-    "accurate": TrainConfig(solver="bayes-svdpp", n_factors=10, sweeps=500, burn_in=50, thin=10),
+    "default": TrainConfig(solver="bayes"),
+    # The most accurate, slower: Bayesian SVD++ (biases, implicit factors from the items each user rated and the
+    # users who rated each item), 10 factors, 500 sweeps, 50 burn-in, every 10th kept: SVDppConfig's own defaults,
+    # chosen on a validation split of u1.base (u1: RMSE 0.885; docs/benchmarks.md, "Accuracy").
+    "accurate": TrainConfig(solver="bayes-svdpp"),
     # The course's recipe: DotProductBias, 50 factors, bs 64, fit_one_cycle(5, 5e-3, wd=0.1).
     "lesson": TrainConfig(),
-    # Row-wise Adagrad for large data, with fit_sparse's own settings (lr 0.05, L2 0.02 per rating, 20 epochs).
-    "sparse": TrainConfig(solver="sparse", n_factors=64, epochs=20, lr=0.05, wd=0.02),
+    # Row-wise Adagrad for large data, with fit_sparse's own settings (64 factors, lr 0.05, L2 0.02 per rating,
+    # 20 epochs).
+    "sparse": TrainConfig(solver="sparse"),
 }
-
-
-def default_y_range(ratings: np.ndarray) -> tuple[float, float]:
-    """0 (or the lowest rating if negative) to 10% above the highest: (0, 5.5) for 1-5 stars."""
-    low = min(0.0, float(np.min(ratings)))
-    high = float(np.max(ratings))
-    return low, high + 0.1 * (high - low)
-
-
-def build_model(config: TrainConfig, n_users: int, n_items: int, y_range: tuple[float, float] | None) -> nn.Module:
-    """The model ``config`` names, sized for the vocabularies."""
-    if config.model == "dot":
-        return DotProduct(n_users, n_items, config.n_factors, y_range)
-    if config.model == "dot-bias":
-        return DotProductBias(n_users, n_items, config.n_factors, y_range)
-    emb_szs = [(n_users, emb_sz_rule(n_users)), (n_items, emb_sz_rule(n_items))]
-    return EmbeddingNN(emb_szs, layers=list(config.layers), y_range=y_range)
 
 
 def prepare(
@@ -137,29 +120,16 @@ def prepare(
     progress: bool = False,
 ) -> Learner:
     """The data, model and :class:`Learner` of ``config``, ready to fit (see :func:`train`)."""
+    solver, settings = SOLVERS[config.solver], config.settings()
     torch.manual_seed(config.seed)
     valid_frame = train_frame.iloc[:0] if valid_frame is None else valid_frame
     dls = CollabDataLoaders.from_frames(
-        train_frame, valid_frame, *columns, bs=config.bs, seed=config.seed, duplicates=duplicates, device=device
+        train_frame, valid_frame, *columns, bs=solvers.batch_size(settings), seed=config.seed, duplicates=duplicates,
+        device=device,
     )
-    if config.solver != "sgd":
-        width = config.sampler().model_factors if config.solver != "sparse" else config.n_factors
-        model = DotProductBias(len(dls.users), len(dls.items), width, y_range=None)
-    else:
-        y_range = config.y_range if config.y_range is not None else default_y_range(dls.train.y.cpu().numpy())
-        model = build_model(config, len(dls.users), len(dls.items), y_range)
-    learn = Learner(
-        dls,
-        model,
-        lr=config.lr,
-        wd=config.wd,
-        wd_mode=config.wd_mode,
-        metrics=[rmse],
-        cbs=list(cbs),
-        progress=progress,
-        n_threads=config.threads,
-    )
-    return learn
+    model = solver.build_model(settings, len(dls.users), len(dls.items), dls.train.y.cpu().numpy())
+    return Learner(dls, model, metrics=[rmse], cbs=list(cbs), progress=progress, n_threads=config.threads,
+                   **solver.learner_options(settings))
 
 
 def train(
@@ -184,17 +154,8 @@ def train(
 
 def fit(learn: Learner, config: TrainConfig, lr: float | None = None, checkpoint=None) -> None:
     """Run ``config``'s solver on a learner made by :func:`prepare` (``lr`` overrides the config's;
-    ``checkpoint`` applies to the sgd solver, the only one that saves and resumes epochs)."""
-    if checkpoint is not None and config.solver != "sgd":
+    ``checkpoint`` applies to the solvers that save and resume epochs: sgd)."""
+    solver = SOLVERS[config.solver]
+    if checkpoint is not None and not solver.resumable:
         raise ValueError(f"checkpoints apply to the sgd solver; this config's solver is {config.solver!r}")
-    lr = config.lr if lr is None else lr
-    if config.solver == "bayes":
-        fit_bayes(learn, config.bayes(), seed=config.seed)
-    elif config.solver == "bayes-svdpp":
-        fit_bayes_svdpp(learn, config.svdpp(), seed=config.seed)
-    elif config.solver == "sparse":
-        fit_sparse(learn, epochs=config.epochs, lr=lr, reg=config.wd, seed=config.seed)
-    else:
-        stop = [] if config.patience is None else [EarlyStoppingCallback(patience=config.patience), SaveModelCallback()]
-        learn.fit_one_cycle(config.epochs, lr, wd=config.wd, checkpoint=checkpoint, cbs=stop)
-
+    solver.fit(learn, config.settings(), config.seed, lr=lr, checkpoint=checkpoint)

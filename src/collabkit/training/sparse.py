@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -182,6 +184,26 @@ class _TorchEngine:
         return float(sse), count
 
 
+@dataclass(frozen=True)
+class SparseConfig:
+    """The row-sparse solver's settings: :func:`fit_sparse`'s own defaults (``reg`` is λ per rating; a
+    :class:`~collabkit.training.recipe.TrainConfig` and the CLI call it ``wd``)."""
+
+    n_factors: int = 64
+    epochs: int = 20
+    lr: float = 0.05
+    reg: float = 0.02
+    bs: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("n_factors", "epochs", "bs"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (self.lr > 0 and self.reg >= 0):
+            raise ValueError(f"lr must be > 0 and the L2 penalty (wd) >= 0, got lr={self.lr}, wd={self.reg}")
+
+
 def fit_sparse(
     learn, epochs: int = 20, lr: float = 0.05, reg: float = 0.02, bias_reg: float | None = None,
     init_std: float = 0.1, seed: int = 0, compiled: bool | None = None,
@@ -237,3 +259,24 @@ def fit_sparse(
                 break
     with torch.no_grad():
         model.u_bias.weight += mu
+
+
+class RowSparseSolver:
+    """The solver entry of row-sparse Adagrad (:data:`~collabkit.training.solvers.SOLVERS` ``"sparse"``)."""
+
+    name = "sparse"
+    settings_class = SparseConfig
+    renamed = {"reg": "wd"}
+    resumable = False
+
+    def build_model(self, settings: SparseConfig, n_users: int, n_items: int, ratings: np.ndarray) -> DotProductBias:
+        return DotProductBias(n_users, n_items, settings.n_factors, y_range=None)
+
+    def learner_options(self, settings: SparseConfig) -> dict[str, Any]:
+        return {}
+
+    def fit(self, learn, settings: SparseConfig, seed: int, lr: float | None = None, checkpoint=None) -> None:
+        fit_sparse(learn, epochs=settings.epochs, lr=settings.lr if lr is None else lr, reg=settings.reg, seed=seed)
+
+
+ROW_SPARSE = RowSparseSolver()
