@@ -18,7 +18,8 @@ from collabkit.training import Callback
 from collabkit.training.recipe import TrainConfig, train
 from collabkit.training.solvers import SOLVERS, options
 
-QUICK = {"sgd": {"epochs": 3, "lr": 2e-2, "bs": 256}, "bayes": {"sweeps": 8, "burn_in": 2}, "sparse": {"epochs": 4}}
+QUICK = {"sgd": {"epochs": 3, "lr": 2e-2, "bs": 256}, "bayes": {"sweeps": 8, "burn_in": 2},
+         "bayes-svdpp": {"sweeps": 10, "burn_in": 2, "thin": 2}, "sparse": {"epochs": 4}}
 """Settings that fit each solver on the planted data in about a second."""
 
 EXAMPLES = {

@@ -56,8 +56,8 @@ class _Estimator:
 
 
 class BayesianMF(_Estimator):
-    """Bayesian matrix factorisation by Gibbs sampling (:mod:`collabkit.training.bayes`): the most accurate
-    rating model, and what ``collabkit train`` fits by default.
+    """Bayesian matrix factorisation by Gibbs sampling (:mod:`collabkit.training.bayes`): what
+    ``collabkit train`` fits by default (``--preset accurate`` fits the slower, more accurate Bayesian SVD++).
 
     Args:
         n_factors: factors per sample. sweeps, burn_in, thin: the chain. seed: its random numbers.

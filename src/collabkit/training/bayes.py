@@ -1,4 +1,4 @@
-"""Bayesian matrix factorisation by Gibbs sampling: collabkit's most accurate rating model.
+"""Bayesian matrix factorisation by Gibbs sampling: collabkit's default rating model (bayes_svdpp.py: the more accurate, slower one).
 
 The model (Bayesian PMF, Salakhutdinov & Mnih 2008, with a noise precision
 per user and per item)::

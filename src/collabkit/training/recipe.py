@@ -35,7 +35,8 @@ class TrainConfig:
 
     ``solver`` names one of :data:`SOLVERS`: ``"sgd"`` (the lesson's
     ``fit_one_cycle`` with dense AdamW; :class:`~collabkit.training.sgd.SGDConfig`),
-    ``"bayes"`` (Bayesian PMF by Gibbs sampling; :class:`~collabkit.training.bayes.BayesConfig`)
+    ``"bayes"`` (Bayesian PMF by Gibbs sampling; :class:`~collabkit.training.bayes.BayesConfig`),
+    ``"bayes-svdpp"`` (Bayesian SVD++ by Gibbs sampling; :class:`~collabkit.training.bayes_svdpp.SVDppConfig`)
     or ``"sparse"`` (row-sparse Adagrad, ``wd`` its L2 penalty per rating;
     :class:`~collabkit.training.sparse.SparseConfig`). The other fields are the
     solvers' options: one left ``None`` takes the solver's own default, and one
@@ -94,8 +95,12 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # The most accurate: Bayesian PMF, 10 factors, 30 Gibbs sweeps, 5 burn-in (u1: RMSE 0.906; docs/benchmarks.md).
+    # Fast and accurate: Bayesian PMF, 10 factors, 30 Gibbs sweeps, 5 burn-in (u1: RMSE 0.906; docs/benchmarks.md).
     "default": TrainConfig(solver="bayes"),
+    # The most accurate, slower: Bayesian SVD++ (biases, implicit factors from the items each user rated and the
+    # users who rated each item), 10 factors, 500 sweeps, 50 burn-in, every 10th kept: SVDppConfig's own defaults,
+    # chosen on a validation split of u1.base (u1: RMSE 0.885; docs/benchmarks.md, "Accuracy").
+    "accurate": TrainConfig(solver="bayes-svdpp"),
     # The course's recipe: DotProductBias, 50 factors, bs 64, fit_one_cycle(5, 5e-3, wd=0.1).
     "lesson": TrainConfig(),
     # Row-wise Adagrad for large data, with fit_sparse's own settings (64 factors, lr 0.05, L2 0.02 per rating,

@@ -20,6 +20,7 @@ import numpy as np
 from torch import nn
 
 from collabkit.training.bayes import GIBBS
+from collabkit.training.bayes_svdpp import SVDPP
 from collabkit.training.sgd import SGD
 from collabkit.training.sparse import ROW_SPARSE
 
@@ -55,6 +56,7 @@ class Solver(Protocol):
 SOLVERS: dict[str, Solver] = {
     "sgd": SGD,  # the lesson's: fit_one_cycle with dense AdamW (training/sgd.py)
     "bayes": GIBBS,  # Bayesian PMF by Gibbs sampling (training/bayes.py)
+    "bayes-svdpp": SVDPP,  # Bayesian SVD++ by Gibbs sampling, slower and more accurate (training/bayes_svdpp.py)
     "sparse": ROW_SPARSE,  # row-wise Adagrad for large data (training/sparse.py)
 }
 

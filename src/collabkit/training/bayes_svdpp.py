@@ -1,0 +1,335 @@
+"""Bayesian SVD++ by Gibbs sampling: implicit factors from which items each user rated, and its "flipped" twin.
+
+The model (Bayesian PMF of :mod:`collabkit.training.bayes`, with biases and
+the implicit terms of SVD++ on both sides, as in Rendle et al. 2019, "On the
+difficulty of evaluating baselines")::
+
+    r_ui ~ N(μ + b_u + b_i + P_u · Q_i,  1 / (α g_u h_i))
+    P_u  = p_u + |N(u)|^-½ Σ_{j ∈ N(u)} y_j      N(u): the items u rated in training
+    Q_i  = q_i + |M(i)|^-½ Σ_{v ∈ M(i)} z_v      M(i): the users who rated i in training
+    p_u ~ N(μ_p, Λ_p⁻¹), q_i ~ N(μ_q, Λ_q⁻¹)     (μ, Λ) ~ Normal-Wishart(0, β₀, D, I)
+    y_j ~ N(0, λ_y⁻¹ I), z_v ~ N(0, λ_z⁻¹ I)     λ ~ Gamma(1, 1)
+    b_u ~ N(0, λ_bu⁻¹), b_i ~ N(0, λ_bi⁻¹)       λ_b ~ Gamma(1, 1)
+    α ~ Gamma(1, 1), g_u, h_i ~ Gamma(c, c)
+
+The implicit sets come from the training pairs only (inductive), unless the
+caller passes other pairs (``implicit_pairs``, for a labelled research figure).
+
+**The sampler works on the effective vectors.** With ``X`` the (users × items)
+matrix ``X_uj = |N(u)|^-½`` for ``j ∈ N(u)``, ``P = p + X Y`` is a change of
+variables with unit Jacobian, so the model reads ``P_u ~ N(μ_p + (XY)_u, Λ_p⁻¹)``.
+Given Y, P's conditional is the one Bayesian PMF draws (:func:`~collabkit.training.bayes.draw_rows`
+with a prior mean per row). Given P, the whole of Y is a Bayesian linear regression
+``P - μ_p = X Y + E`` (rows of E ~ N(0, Λ_p⁻¹)), which one joint draw solves
+exactly: rotating the factor axes by the eigenvectors of ``Λ_p = R diag(s) Rᵀ``
+makes the columns independent, and the thin SVD of ``X = U diag(σ) Wᵀ``,
+computed once, diagonalises each column's precision ``s_k XᵀX + λ_y I``. A
+draw of Y then costs two products with W, no factorisation. The items' side
+is the same with ``Xᵀ``'s pattern. So every block (biases, P, Y, Q, Z, the
+noise and the hyper-parameters) is drawn from its exact conditional.
+
+The thin SVD is of a dense (users × items) matrix: fine for MovieLens 100K
+and ml-latest-small (under a second), not for millions of users.
+
+The prediction is the posterior mean, Rao-Blackwellised over Q as in
+:func:`~collabkit.training.bayes.fit_bayes`, and the implicit terms are already
+inside P and Q, so it is stored as an ordinary ``DotProductBias``: kept
+samples side by side scaled by ``1/√S``, and the averaged biases (``μ`` in
+the user biases).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from collabkit.errors import TrainingDivergedError
+from collabkit.models import DotProductBias
+from collabkit.training.bayes import draw_rows, normal_wishart
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SVDppConfig:
+    """Settings of the Bayesian SVD++ sampler (see the module's docstring for the model).
+
+    The defaults are the ``accurate`` preset's, chosen on a validation split of ML-100K's u1.base
+    (docs/benchmarks.md, "What was tried"): u1 RMSE 0.885 in about half a minute.
+    """
+
+    n_factors: int = 10
+    sweeps: int = 500
+    burn_in: int = 50
+    thin: int = 10  # keep every thin-th sample after burn-in (the model stores kept × n_factors columns)
+    # the model's parts, priors and reporting, not options of a training run (metadata: option False)
+    user_implicit: bool = field(default=True, metadata={"option": False})  # P_u holds |N(u)|^-½ Σ y_j
+    item_implicit: bool = field(default=True, metadata={"option": False})  # Q_i holds |M(i)|^-½ Σ z_v ("flipped")
+    biases: bool = field(default=True, metadata={"option": False})
+    noise_prior: float = field(default=2.0, metadata={"option": False})  # c in g_u, h_i ~ Gamma(c, c)
+    beta0: float = field(default=2.0, metadata={"option": False})
+    init_std: float = field(default=0.5, metadata={"option": False})
+    report_every: int = field(default=25, metadata={"option": False})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.burn_in < self.sweeps:
+            raise ValueError(f"burn_in must be in [0, sweeps={self.sweeps}), got {self.burn_in}")
+        if self.n_factors < 1 or self.thin < 1 or self.report_every < 1:
+            raise ValueError("n_factors, thin and report_every must be positive integers")
+        if self.noise_prior <= 0 or self.beta0 <= 0 or self.init_std <= 0:
+            raise ValueError("noise_prior, beta0 and init_std must be positive")
+
+    @property
+    def kept(self) -> int:
+        """How many samples the model averages."""
+        return len(range(self.burn_in, self.sweeps, self.thin))
+
+    @property
+    def model_factors(self) -> int:
+        """Columns of the stored factor tables: ``kept * n_factors``."""
+        return self.kept * self.n_factors
+
+
+class _Side:
+    """The ratings seen from one side (rows × columns) as sparse CSR matrices whose values are reset every
+    sweep: the pattern (``ones``), the targets (``ratings``) and their squares, what ``draw_rows`` reads."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> None:
+        self.order = torch.from_numpy(np.argsort(rows, kind="stable"))
+        counts = np.bincount(rows, minlength=n_rows)
+        self.crow = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        self.col = torch.from_numpy(cols.astype(np.int64))[self.order]
+        self.shape = (n_rows, n_cols)
+        self.counts = counts.astype(np.float64)
+        self.ones = self._csr(torch.ones(len(rows), dtype=torch.float64))
+
+    def _csr(self, values: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():  # torch calls its sparse CSR support "beta"; these products are all we use
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+
+    def set_targets(self, values: torch.Tensor) -> None:
+        """The targets of the pairs, given in the caller's pair order."""
+        mine = values[self.order]
+        self.ratings, self.squares = self._csr(mine), self._csr(mine * mine)
+
+
+class Implicit:
+    """``X_uj = |N(u)|^-½`` for the pairs (u, j) given (duplicates count once) and its thin SVD: the
+    implicit term of every row is ``X @ Y``, and :meth:`draw` draws Y given the rows' effective vectors."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> None:
+        keys = np.unique(rows.astype(np.int64) * n_cols + cols)
+        rows, cols = keys // n_cols, keys % n_cols
+        counts = np.bincount(rows, minlength=n_rows).astype(np.float64)
+        scale = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+        dense = np.zeros((n_rows, n_cols))
+        dense[rows, cols] = scale[rows]
+        X = torch.from_numpy(dense)
+        with warnings.catch_warnings():  # torch's sparse CSR "beta" warning, as in _Side
+            warnings.simplefilter("ignore", UserWarning)
+            self.X = X.to_sparse_csr()
+            transposed = torch.from_numpy(np.ascontiguousarray(dense.T)).to_sparse_csr()
+        # the thin SVD from the eigenvectors of the smaller Gram matrix (XXᵀ or XᵀX): several times faster
+        wide = n_rows <= n_cols
+        gram = self.X @ X.T if wide else transposed @ X
+        squares, vectors = torch.linalg.eigh(gram)
+        keep = squares > 1e-10 * max(float(squares.max()), 1.0) if len(squares) else squares > 0
+        s, vectors = squares[keep].sqrt(), vectors[:, keep]
+        other = (X.T @ vectors if wide else X @ vectors) / s  # the other side's singular vectors
+        U, W = (vectors, other) if wide else (other, vectors)
+        # contiguous transposes too: torch's product with a transposed view is several times slower
+        self.Ut, self.W, self.Wt, self.s = U.T.contiguous(), W.contiguous(), W.T.contiguous(), s
+
+    def term(self, Y: torch.Tensor) -> torch.Tensor:
+        """Every row's ``Σ_j X_uj y_j``."""
+        return self.X @ Y
+
+    def draw(self, target: torch.Tensor, prec: torch.Tensor, lam: float, z1: torch.Tensor, z2: torch.Tensor):
+        """A draw of Y (cols × d) from ``target = X Y + E`` (rows of E ~ N(0, prec⁻¹)), ``y_j ~ N(0, I/lam)``.
+
+        ``z1`` (rank × d) and ``z2`` (cols × d) are N(0, 1) draws. With ``prec = R diag(S) Rᵀ`` and
+        ``Ỹ = Y R``, column k of Ỹ has precision ``S_k XᵀX + lam I``: along W's column m,
+        ``S_k σ_m² + lam`` with mean ``S_k σ_m (Uᵀ target R)_mk`` over it; outside W's span, just lam.
+        """
+        S, R = torch.linalg.eigh(prec)
+        S = S.clamp_min(0.0)
+        proj = self.Ut @ (target @ R)  # rank × d
+        precision = S[None, :] * self.s[:, None] ** 2 + lam
+        coef = S[None, :] * self.s[:, None] * proj / precision + z1 / precision.sqrt()
+        free = z2 / math.sqrt(lam)  # N(0, I/lam), its part along W replaced by coef
+        rotated = free + self.W @ (coef - self.Wt @ free)
+        return rotated @ R.T
+
+
+def _bias_draw(residual: np.ndarray, rows: np.ndarray, n_rows: int, weights: np.ndarray, lam: float,
+               normals: np.ndarray) -> np.ndarray:
+    """Each row's bias given the rest: precision ``lam + Σ w``, mean ``Σ w e / (lam + Σ w)``."""
+    precision = lam + np.bincount(rows, weights, minlength=n_rows)
+    return np.bincount(rows, weights * residual, minlength=n_rows) / precision + normals / np.sqrt(precision)
+
+
+def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
+                    implicit_pairs: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Fill ``learn.model`` (a ``DotProductBias`` with ``config.model_factors`` factors and no ``y_range``)
+    with the posterior mean of Bayesian SVD++ fitted to ``learn.dls.train``.
+
+    ``implicit_pairs`` (user rows, item rows) replaces the training pairs as the implicit sets N(u) and M(i);
+    leave it ``None`` for an inductive model. Every ``config.report_every`` sweeps (after burn-in) the
+    recorder gets a row ``[train_mse, valid_mse, *metrics]`` of the posterior mean so far.
+    """
+    model = learn.model
+    if not isinstance(model, DotProductBias) or model.y_range is not None:
+        raise TypeError("fit_bayes_svdpp needs a DotProductBias model with y_range=None")
+    if model.u_weight.embedding_dim != config.model_factors:
+        raise ValueError(
+            f"the model has {model.u_weight.embedding_dim} factors; this sampler stores "
+            f"{config.kept} samples x {config.n_factors} = {config.model_factors}"
+        )
+    rng = np.random.default_rng(seed)
+    train, valid = learn.dls.train, learn.dls.valid
+    users, items = train.x[:, 0].cpu().numpy().astype(np.int64), train.x[:, 1].cpu().numpy().astype(np.int64)
+    ratings = train.y.cpu().double()
+    n_users, n_items, n = model.u_weight.num_embeddings, model.i_weight.num_embeddings, len(ratings)
+    mu = float(ratings.mean())
+    centred = ratings - mu
+    by_user, by_item = _Side(users, items, n_users, n_items), _Side(items, users, n_items, n_users)
+    imp_users, imp_items = (users, items) if implicit_pairs is None else implicit_pairs
+    started = time.perf_counter()
+    user_side = Implicit(imp_users, imp_items, n_users, n_items) if config.user_implicit else None
+    item_side = Implicit(imp_items, imp_users, n_items, n_users) if config.item_implicit else None
+    log.debug("implicit sets' SVD: %.2f s", time.perf_counter() - started)
+    d, c = config.n_factors, config.noise_prior
+    t = torch.from_numpy
+
+    def normals(*shape) -> torch.Tensor:
+        return t(rng.standard_normal(shape))
+
+    P, Q = config.init_std * normals(n_users, d), config.init_std * normals(n_items, d)
+    Y, Z = torch.zeros(n_items, d, dtype=torch.float64), torch.zeros(n_users, d, dtype=torch.float64)
+    y_term = torch.zeros(n_users, d, dtype=torch.float64)
+    z_term = torch.zeros(n_items, d, dtype=torch.float64)
+    lam_y = lam_z = lam_bu = lam_bi = 1.0
+    b_u, b_i = np.zeros(n_users), np.zeros(n_items)
+    g, h, alpha = torch.ones(n_users, dtype=torch.float64), torch.ones(n_items, dtype=torch.float64), 2.0
+    users_t, items_t = t(users), t(items)
+    v_users, v_items = valid.x[:, 0].cpu().long(), valid.x[:, 1].cpu().long()
+    kept_p, kept_q, kept_bu, kept_bi = [], [], [], []
+    train_sum = torch.zeros(n, dtype=torch.float64)
+    valid_sum = torch.zeros(len(v_users), dtype=torch.float64)
+    reports = math.ceil((config.sweeps - config.burn_in) / config.report_every)
+    warned_cancel = False
+    started = time.perf_counter()
+
+    def prior(rows: torch.Tensor, implicit_term: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(Λ, μ)`` drawn given the rows' own parts ``rows - implicit_term``, and each row's ``Λ (μ + term)``."""
+        own = (rows - implicit_term).numpy()
+        mean, prec = normal_wishart(own, config.beta0, rng.standard_normal((d + 1, d)),
+                                    rng.chisquare(d + len(own) - np.arange(d)))
+        prec_t = t(prec)
+        return prec_t, t(mean), (t(mean)[None, :] + implicit_term) @ prec_t
+
+    with learn.fitting(reports) as callbacks:
+        period_open = False  # between a report period's before_epoch and its after_epoch
+        for sweep in range(config.sweeps):
+            if not period_open:
+                for cb in callbacks:
+                    cb.before_epoch(learn, len(learn.recorder.values))
+                period_open = True
+            # the biases given the factors; then the targets of the factors' draws
+            dot = (P[users_t] * Q[items_t]).sum(1)
+            if config.biases:
+                weights = (alpha * g[users_t] * h[items_t]).numpy()
+                residual = (centred - dot).numpy()
+                b_u = _bias_draw(residual - b_i[items], users, n_users, weights, lam_bu, rng.standard_normal(n_users))
+                b_i = _bias_draw(residual - b_u[users], items, n_items, weights, lam_bi, rng.standard_normal(n_items))
+                lam_bu = rng.gamma(1.0 + n_users / 2) / (1.0 + float(b_u @ b_u) / 2)
+                lam_bi = rng.gamma(1.0 + n_items / 2) / (1.0 + float(b_i @ b_i) / 2)
+            target = centred - t(b_u[users] + b_i[items])
+            by_user.set_targets(target)
+            by_item.set_targets(target)
+
+            # users: P given Q (prior mean μ_p + X Y), then g, then Y given P
+            prec, mean, prec_mean = prior(P, y_term)
+            P, _, errors = draw_rows(by_user, Q, alpha * g, h, prec, prec_mean, normals(n_users, d))
+            g = t(rng.standard_gamma(c + by_user.counts / 2)) / (c + alpha * errors / 2)
+            if user_side is not None:
+                Y = user_side.draw(P - mean, prec, lam_y, normals(len(user_side.s), d), normals(n_items, d))
+                lam_y = rng.gamma(1.0 + n_items * d / 2) / (1.0 + float((Y * Y).sum()) / 2)
+                y_term = user_side.term(Y)
+
+            # items: Q given P, then h and α, then Z given Q
+            prec, mean, prec_mean = prior(Q, z_term)
+            Q, Q_mean, errors = draw_rows(by_item, P, alpha * h, g, prec, prec_mean, normals(n_items, d))
+            h = t(rng.standard_gamma(c + by_item.counts / 2)) / (c + alpha * errors / 2)
+            alpha = float(rng.standard_gamma(1.0 + n / 2)) / (1.0 + float(h @ errors) / 2)
+            if item_side is not None:
+                Z = item_side.draw(Q - mean, prec, lam_z, normals(len(item_side.s), d), normals(n_users, d))
+                lam_z = rng.gamma(1.0 + n_users * d / 2) / (1.0 + float((Z * Z).sum()) / 2)
+                z_term = item_side.term(Z)
+
+            if not (math.isfinite(alpha) and torch.isfinite(Q).all() and torch.isfinite(P).all()):
+                raise TrainingDivergedError(f"the Gibbs sampler diverged at sweep {sweep + 1}")
+            if sweep >= config.burn_in and (sweep - config.burn_in) % config.thin == 0:
+                # (b, P, E[Q | P, b]) : the biases are the ones P and Q were drawn given
+                kept_p.append(P)
+                kept_q.append(Q_mean)
+                kept_bu.append(b_u)
+                kept_bi.append(b_i)
+                biases = t(b_u[users] + b_i[items])
+                train_sum += biases + (P[users_t] * Q_mean[items_t]).sum(1)
+                valid_sum += t(b_u)[v_users] + t(b_i)[v_items] + (P[v_users] * Q_mean[v_items]).sum(1)
+            done = sweep + 1 - config.burn_in
+            if kept_p and (done % config.report_every == 0 or sweep + 1 == config.sweeps):
+                s = len(kept_p)
+                row = [float(learn.loss_func((train_sum / s).float(), centred.float()))]
+                if len(v_users):  # the learner's loss and metrics, as every solver validates
+                    valid_pred = (mu + valid_sum / s).float()
+                    targets = valid.y.cpu()
+                    row += [float(learn.loss_func(valid_pred, targets)),
+                            *(float(m(valid_pred, targets)) for m in learn.metrics)]
+                else:
+                    row += [float("nan")] * (1 + len(learn.metrics))
+                report = len(learn.recorder.values)
+                learn.record_epoch(report, row, sweep + 1, time.perf_counter() - started)
+                started = time.perf_counter()
+                period_open = False
+                if learn.after_epoch(callbacks, report) and not warned_cancel:
+                    warned_cancel = True
+                    log.warning("a callback asked to stop early; the Gibbs sampler keeps a fixed number of samples, "
+                                "so it runs all %d sweeps", config.sweeps)
+    scale = 1.0 / math.sqrt(len(kept_p))
+    device = model.u_weight.weight.device
+    with torch.no_grad():
+        model.u_weight.weight.copy_((torch.cat(kept_p, 1) * scale).to(device))
+        model.i_weight.weight.copy_((torch.cat(kept_q, 1) * scale).to(device))
+        model.u_bias.weight.copy_(t(mu + np.mean(kept_bu, 0))[:, None].to(device))
+        model.i_bias.weight.copy_(t(np.mean(kept_bi, 0))[:, None].to(device))
+
+
+class SVDppSolver:
+    """The solver entry of Bayesian SVD++ (:data:`~collabkit.training.solvers.SOLVERS` ``"bayes-svdpp"``)."""
+
+    name = "bayes-svdpp"
+    settings_class = SVDppConfig
+    renamed: dict[str, str] = {}
+    resumable = False
+
+    def build_model(self, settings: SVDppConfig, n_users: int, n_items: int, ratings: np.ndarray) -> DotProductBias:
+        return DotProductBias(n_users, n_items, settings.model_factors, y_range=None)
+
+    def learner_options(self, settings: SVDppConfig) -> dict[str, Any]:
+        return {}
+
+    def fit(self, learn, settings: SVDppConfig, seed: int, lr: float | None = None, checkpoint=None) -> None:
+        fit_bayes_svdpp(learn, settings, seed=seed)
+
+
+SVDPP = SVDppSolver()
