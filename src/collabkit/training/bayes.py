@@ -42,7 +42,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -92,6 +92,15 @@ class BayesConfig:
         return self.kept * self.n_factors
 
 
+class RatingSide(Protocol):
+    """What :func:`draw_rows` reads of one side of the ratings: sparse CSR (rows × columns) matrices of the
+    pattern, the ratings and their squares (:class:`_Ratings` here, ``bayes_svdpp._Side`` there)."""
+
+    ones: torch.Tensor
+    ratings: torch.Tensor
+    squares: torch.Tensor
+
+
 class _Ratings:
     """The centred ratings seen from one side (rows × columns): sparse CSR matrices of the
     pattern (ones), the ratings and their squares, each row's ratings contiguous."""
@@ -116,7 +125,7 @@ def _packed_outer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def draw_rows(
-    side: _Ratings, others: torch.Tensor, a: torch.Tensor, b: torch.Tensor, prec: torch.Tensor,
+    side: RatingSide, others: torch.Tensor, a: torch.Tensor, b: torch.Tensor, prec: torch.Tensor,
     prec_mean: torch.Tensor, noise: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every row's draw from its Gaussian conditional.
