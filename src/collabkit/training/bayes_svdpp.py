@@ -52,16 +52,18 @@ import torch
 
 from collabkit.errors import TrainingDivergedError
 from collabkit.models import DotProductBias
-from collabkit.training.bayes import draw_rows, normal_wishart
+from collabkit.training.bayes import BayesConfig, draw_rows, normal_wishart
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SVDppConfig:
-    """Settings of the Bayesian SVD++ sampler (see the module's docstring for the model).
+class SVDppConfig(BayesConfig):
+    """Settings of the Bayesian SVD++ sampler (see the module's docstring for the model): the Gibbs
+    sampler's own (:class:`~collabkit.training.bayes.BayesConfig`: priors, reporting, the checks) with the
+    chain the ``accurate`` preset runs, and the model's parts.
 
-    The defaults are the ``accurate`` preset's, chosen on a validation split of ML-100K's u1.base
+    The defaults were chosen on a validation split of ML-100K's u1.base
     (docs/benchmarks.md, "What was tried"): u1 RMSE 0.885 in about half a minute.
     """
 
@@ -69,32 +71,10 @@ class SVDppConfig:
     sweeps: int = 500
     burn_in: int = 50
     thin: int = 10  # keep every thin-th sample after burn-in (the model stores kept × n_factors columns)
-    # the model's parts, priors and reporting, not options of a training run (metadata: option False)
+    # the model's parts, not options of a training run (metadata: option False)
     user_implicit: bool = field(default=True, metadata={"option": False})  # P_u holds |N(u)|^-½ Σ y_j
     item_implicit: bool = field(default=True, metadata={"option": False})  # Q_i holds |M(i)|^-½ Σ z_v ("flipped")
     biases: bool = field(default=True, metadata={"option": False})
-    noise_prior: float = field(default=2.0, metadata={"option": False})  # c in g_u, h_i ~ Gamma(c, c)
-    beta0: float = field(default=2.0, metadata={"option": False})
-    init_std: float = field(default=0.5, metadata={"option": False})
-    report_every: int = field(default=25, metadata={"option": False})
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.burn_in < self.sweeps:
-            raise ValueError(f"burn_in must be in [0, sweeps={self.sweeps}), got {self.burn_in}")
-        if self.n_factors < 1 or self.thin < 1 or self.report_every < 1:
-            raise ValueError("n_factors, thin and report_every must be positive integers")
-        if self.noise_prior <= 0 or self.beta0 <= 0 or self.init_std <= 0:
-            raise ValueError("noise_prior, beta0 and init_std must be positive")
-
-    @property
-    def kept(self) -> int:
-        """How many samples the model averages."""
-        return len(range(self.burn_in, self.sweeps, self.thin))
-
-    @property
-    def model_factors(self) -> int:
-        """Columns of the stored factor tables: ``kept * n_factors``."""
-        return self.kept * self.n_factors
 
 
 class _Side:
