@@ -209,6 +209,28 @@ def gibbs_sweep(
     return U, V, V_mean, g, h, alpha
 
 
+def report_chain(learn, callbacks, train_mean: torch.Tensor, train_target: torch.Tensor,
+                 valid_mean: torch.Tensor | None, sweeps_done: int, seconds: float, sweeps: int, warned: bool) -> bool:
+    """One row of a Gibbs sampler's posterior mean so far, as a learner's epoch: the learner's loss on the
+    training pairs (``train_mean`` against ``train_target``) and its loss and metrics on the validation rows
+    (``valid_mean``, or ``None`` without any), recorded and shown to the callbacks. A callback cannot stop
+    a chain (the model's width is kept samples × factors, fixed before sampling); the first that asks is
+    told so in the log. Returns whether that has been said."""
+    row = [float(learn.loss_func(train_mean.float(), train_target.float()))]
+    if valid_mean is not None:
+        valid_pred, targets = valid_mean.float(), learn.dls.valid.y.cpu()
+        row += [float(learn.loss_func(valid_pred, targets)), *(float(m(valid_pred, targets)) for m in learn.metrics)]
+    else:
+        row += [float("nan")] * (1 + len(learn.metrics))
+    report = len(learn.recorder.values)
+    learn.record_epoch(report, row, sweeps_done, seconds)
+    if learn.after_epoch(callbacks, report) and not warned:
+        log.warning("a callback asked to stop early; the Gibbs sampler keeps a fixed number of samples, so it runs "
+                    "all %d sweeps", sweeps)
+        return True
+    return warned
+
+
 def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None:
     """Fill ``learn.model`` (a ``DotProductBias`` with ``config.model_factors`` factors and no
     ``y_range``) with the posterior mean of Bayesian PMF fitted to ``learn.dls.train``.
@@ -275,22 +297,11 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
                 new_u, new_v = torch.cat(kept_u[summed:], 1), torch.cat(kept_v[summed:], 1)
                 train_sum += torch.sparse.sampled_addmm(by_user.ones, new_u, new_v.T, beta=0.0).values()
                 summed = s
-                row = [float(learn.loss_func((train_sum / s).float(), by_user.values.float()))]
-                if len(v_users):  # the learner's loss and metrics, as every solver validates
-                    valid_pred = (mu + valid_sum / s).float()
-                    targets = valid.y.cpu()
-                    row += [float(learn.loss_func(valid_pred, targets)),
-                            *(float(m(valid_pred, targets)) for m in learn.metrics)]
-                else:
-                    row += [float("nan")] * (1 + len(learn.metrics))
-                report = len(learn.recorder.values)
-                learn.record_epoch(report, row, sweep + 1, time.perf_counter() - started)
+                valid_mean = mu + valid_sum / s if len(v_users) else None
+                warned_cancel = report_chain(learn, callbacks, train_sum / s, by_user.values, valid_mean, sweep + 1,
+                                             time.perf_counter() - started, config.sweeps, warned_cancel)
                 started = time.perf_counter()
                 period_open = False
-                if learn.after_epoch(callbacks, report) and not warned_cancel:
-                    warned_cancel = True  # the model's width is kept samples x factors, fixed before sampling
-                    log.warning("a callback asked to stop early; the Gibbs sampler keeps a fixed number of samples, "
-                                "so it runs all %d sweeps", config.sweeps)
     scale = 1.0 / math.sqrt(len(kept_u))
     device = model.u_weight.weight.device
     with torch.no_grad():

@@ -52,7 +52,7 @@ import torch
 
 from collabkit.errors import TrainingDivergedError
 from collabkit.models import DotProductBias
-from collabkit.training.bayes import BayesConfig, draw_rows, normal_wishart
+from collabkit.training.bayes import BayesConfig, draw_rows, normal_wishart, report_chain
 
 log = logging.getLogger(__name__)
 
@@ -269,22 +269,11 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
             done = sweep + 1 - config.burn_in
             if kept_p and (done % config.report_every == 0 or sweep + 1 == config.sweeps):
                 s = len(kept_p)
-                row = [float(learn.loss_func((train_sum / s).float(), centred.float()))]
-                if len(v_users):  # the learner's loss and metrics, as every solver validates
-                    valid_pred = (mu + valid_sum / s).float()
-                    targets = valid.y.cpu()
-                    row += [float(learn.loss_func(valid_pred, targets)),
-                            *(float(m(valid_pred, targets)) for m in learn.metrics)]
-                else:
-                    row += [float("nan")] * (1 + len(learn.metrics))
-                report = len(learn.recorder.values)
-                learn.record_epoch(report, row, sweep + 1, time.perf_counter() - started)
+                valid_mean = mu + valid_sum / s if len(v_users) else None
+                warned_cancel = report_chain(learn, callbacks, train_sum / s, centred, valid_mean, sweep + 1,
+                                             time.perf_counter() - started, config.sweeps, warned_cancel)
                 started = time.perf_counter()
                 period_open = False
-                if learn.after_epoch(callbacks, report) and not warned_cancel:
-                    warned_cancel = True
-                    log.warning("a callback asked to stop early; the Gibbs sampler keeps a fixed number of samples, "
-                                "so it runs all %d sweeps", config.sweeps)
     scale = 1.0 / math.sqrt(len(kept_p))
     device = model.u_weight.weight.device
     with torch.no_grad():
