@@ -91,6 +91,18 @@ class BayesConfig:
         """Columns of the stored factor tables: ``kept * n_factors``."""
         return self.kept * self.n_factors
 
+    def checked_model(self, model, sampler: str) -> DotProductBias:
+        """``model`` if a sampler of these settings can fill it: a ``DotProductBias`` without ``y_range`` and
+        :attr:`model_factors` wide."""
+        if not isinstance(model, DotProductBias) or model.y_range is not None:
+            raise TypeError(f"{sampler} needs a DotProductBias model with y_range=None")
+        if model.u_weight.embedding_dim != self.model_factors:
+            raise ValueError(
+                f"the model has {model.u_weight.embedding_dim} factors; this sampler stores "
+                f"{self.kept} samples x {self.n_factors} = {self.model_factors}"
+            )
+        return model
+
 
 class RatingSide(Protocol):
     """What :func:`draw_rows` reads of one side of the ratings: sparse CSR (rows × columns) matrices of the
@@ -239,14 +251,7 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     ``[train_mse, valid_mse, *metrics]`` of the posterior mean so far, and the
     learner's callbacks see it as an epoch.
     """
-    model = learn.model
-    if not isinstance(model, DotProductBias) or model.y_range is not None:
-        raise TypeError("fit_bayes needs a DotProductBias model with y_range=None")
-    if model.u_weight.embedding_dim != config.model_factors:
-        raise ValueError(
-            f"the model has {model.u_weight.embedding_dim} factors; this sampler stores "
-            f"{config.kept} samples x {config.n_factors} = {config.model_factors}"
-        )
+    model = config.checked_model(learn.model, "fit_bayes")
     rng = np.random.default_rng(seed)
     train, valid = learn.dls.train, learn.dls.valid
     users, items = train.x[:, 0].cpu().numpy(), train.x[:, 1].cpu().numpy()

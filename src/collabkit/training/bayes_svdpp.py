@@ -165,14 +165,7 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
     leave it ``None`` for an inductive model. Every ``config.report_every`` sweeps (after burn-in) the
     recorder gets a row ``[train_mse, valid_mse, *metrics]`` of the posterior mean so far.
     """
-    model = learn.model
-    if not isinstance(model, DotProductBias) or model.y_range is not None:
-        raise TypeError("fit_bayes_svdpp needs a DotProductBias model with y_range=None")
-    if model.u_weight.embedding_dim != config.model_factors:
-        raise ValueError(
-            f"the model has {model.u_weight.embedding_dim} factors; this sampler stores "
-            f"{config.kept} samples x {config.n_factors} = {config.model_factors}"
-        )
+    model = config.checked_model(learn.model, "fit_bayes_svdpp")
     rng = np.random.default_rng(seed)
     train, valid = learn.dls.train, learn.dls.valid
     users, items = train.x[:, 0].cpu().numpy().astype(np.int64), train.x[:, 1].cpu().numpy().astype(np.int64)
