@@ -32,7 +32,7 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -43,6 +43,7 @@ from collabkit.data.history import RatingHistory
 from collabkit.data.interactions import Interactions
 from collabkit.data.vocab import Vocabulary
 from collabkit.errors import ModelFileError
+from collabkit.models.factors import RatingModel
 from collabkit.models.ranker import Ranker
 from collabkit.models.registry import RANKERS, RATING_MODELS
 
@@ -197,7 +198,7 @@ def save_model(
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": None if model is None else {"class": class_name, "config": model.config()},
+        "model": None if model is None else {"class": class_name, "config": cast(RatingModel, model).config()},
         "ranker": None if ranker is None else {"class": ranker_name, "config": ranker.config()},
         "interactions": interactions is not None,
         "columns": dict(columns),
@@ -380,7 +381,7 @@ def _load_weights(path: Path, model: nn.Module, class_name: str, n_users: int, n
         first = str(exc).strip().splitlines()[:3]
         raise ModelFileError(f"{str(weights_path)!r} does not match its config: {' '.join(first)}") from exc
     n_rows = {k: v.shape[0] for k, v in tensors.items() if k.endswith("weight") and v.ndim == 2}
-    tables = type(model).ID_TABLES  # every registered rating model names its id tables
+    tables = type(cast(RatingModel, model)).ID_TABLES
     expected = {tables["user"]: n_users, tables["item"]: n_items}
     for key, rows in expected.items():
         if n_rows.get(key) != rows:

@@ -197,7 +197,8 @@ class CollabDataLoaders:
         """Batch a train/valid split that already exists (e.g. MovieLens ``u1.base``/``u1.test``)."""
         train = validate_ratings(train, user_name, item_name, rating_name, duplicates=duplicates)
         if len(valid):
-            valid = validate_ratings(valid, *train.columns[:3], duplicates=duplicates, min_ids=1)
+            user_col, item_col, rating_col = train.columns[:3]
+            valid = validate_ratings(valid, user_col, item_col, rating_col, duplicates=duplicates, min_ids=1)
         else:
             valid = train.iloc[:0]
         return cls._from_clean(train, valid, bs, val_bs, seed, device)
@@ -276,11 +277,11 @@ class CollabDataLoaders:
 
     def decode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> pd.DataFrame:
         """Index pairs (and ratings) back to a frame of raw ids."""
-        x = x.detach().cpu().numpy()
+        rows = x.detach().cpu().numpy()
         frame = pd.DataFrame(
             {
-                self.user_name: self.users.ids[x[:, 0]],
-                self.item_name: self.items.ids[x[:, 1]],
+                self.user_name: self.users.ids[rows[:, 0]],
+                self.item_name: self.items.ids[rows[:, 1]],
             }
         )
         if y is not None:

@@ -168,7 +168,11 @@ def user_holdout(
     counts = np.bincount(codes)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.arange(len(order)) - starts[codes]  # position within the user's sorted ratings
-    per_user = np.full(len(counts), n) if n is not None else np.floor(frac * counts).astype(int)
+    if n is not None:
+        per_user = np.full(len(counts), n)
+    else:
+        assert frac is not None  # (exactly one of n and frac was given: checked above)
+        per_user = np.floor(frac * counts).astype(int)
     held = np.minimum(per_user, counts - 1)
     is_test = rank >= (counts - held)[codes]
     return np.sort(order[~is_test]), np.sort(order[is_test])

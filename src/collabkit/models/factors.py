@@ -10,10 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import torch
 
 from collabkit.models.layers import sigmoid_range
+
+
+class RatingModel(Protocol):
+    """What collabkit reads of a rating model besides its ``forward``: the extension point of ``models/``."""
+
+    ID_TABLES: ClassVar[dict[str, str]]
+    """The weights with a row per user and per item: ``{"user": name, "item": name}``."""
+
+    def config(self) -> dict:
+        """The constructor's arguments, JSON-ready: ``type(m)(**m.config())`` rebuilds the model."""
+        ...
+
+    def factor_view(self) -> FactorView:
+        """The users and items as vectors, and how a pair of them becomes a rating."""
+        ...
+
 
 PAIRS_PER_CHUNK = 1 << 21
 """How many (user, item) pairs a neural model scores at once in :meth:`FactorView.grid`."""

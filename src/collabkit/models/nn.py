@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -89,7 +90,8 @@ class EmbeddingNN(nn.Module):
 
     def factor_view(self) -> FactorView:
         """The embeddings, rated through :meth:`head`."""
-        e_u, e_i = self.embeds[0].weight.detach(), self.embeds[1].weight.detach()
+        users, items = (cast(Embedding, table) for table in self.embeds)
+        e_u, e_i = users.weight.detach(), items.weight.detach()
         return FactorView(e_u, e_i, e_u, e_i, head=self.head)
 
     def head(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -120,12 +120,13 @@ def prepare(
     progress: bool = False,
 ) -> Learner:
     """The data, model and :class:`Learner` of ``config``, ready to fit (see :func:`train`)."""
+    user_col, item_col, rating_col = columns
     solver, settings = SOLVERS[config.solver], config.settings()
     torch.manual_seed(config.seed)
     valid_frame = train_frame.iloc[:0] if valid_frame is None else valid_frame
     dls = CollabDataLoaders.from_frames(
-        train_frame, valid_frame, *columns, bs=solvers.batch_size(settings), seed=config.seed, duplicates=duplicates,
-        device=device,
+        train_frame, valid_frame, user_col, item_col, rating_col, bs=solvers.batch_size(settings), seed=config.seed,
+        duplicates=duplicates, device=device,
     )
     model = solver.build_model(settings, len(dls.users), len(dls.items), dls.train.y.cpu().numpy())
     return Learner(dls, model, metrics=[rmse], cbs=list(cbs), progress=progress, n_threads=config.threads,

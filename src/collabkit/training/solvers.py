@@ -32,13 +32,23 @@ if TYPE_CHECKING:
 class Solver(Protocol):
     """What every solver provides."""
 
-    name: str
-    settings_class: type
-    """A frozen dataclass of the solver's own settings, with its own defaults."""
-    renamed: dict[str, str]
-    """Settings read from a :class:`TrainConfig` field of another name (``{"reg": "wd"}``)."""
-    resumable: bool
-    """Whether it writes checkpoints and can resume from one."""
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def settings_class(self) -> type:
+        """A frozen dataclass of the solver's own settings, with its own defaults."""
+        ...
+
+    @property
+    def renamed(self) -> dict[str, str]:
+        """Settings read from a :class:`TrainConfig` field of another name (``{"reg": "wd"}``)."""
+        ...
+
+    @property
+    def resumable(self) -> bool:
+        """Whether it writes checkpoints and can resume from one."""
+        ...
 
     def build_model(self, settings: Any, n_users: int, n_items: int, ratings: np.ndarray) -> nn.Module:
         """The model it fits, sized for the vocabularies (``ratings``: the training ratings)."""

@@ -231,6 +231,7 @@ def fit_sparse(
         model.u_bias.weight.zero_()
         model.i_bias.weight.zero_()
     mu = float(train.y.double().mean())
+    engine: _CompiledEngine | _TorchEngine
     if compiled:
         engine = _CompiledEngine(model, train, lr, reg, bias_reg, seed)
     else:
