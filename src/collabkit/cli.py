@@ -416,7 +416,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         base = PRESETS["lesson"]  # asking for SGD settings means the SGD solver, from the lesson's settings
         if not getattr(args, "json", False):  # (stdout is JSON then)
             print(f"note: {', '.join(map(_flag, given))} given: training the lesson's "
-                  "model with SGD (--preset lesson); the default preset's Gibbs sampler has no such options")
+                  f"model with SGD (--preset lesson); the {args.preset} preset's Gibbs sampler has no such options")
     elif args.solver is not None and args.solver != base.solver:
         base = TrainConfig(solver=args.solver, seed=base.seed, threads=base.threads)  # that solver's own defaults
     solver = args.solver or base.solver
