@@ -21,6 +21,9 @@ from collabkit.data.history import RatingHistory
 from collabkit.data.vocab import UNKNOWN, Vocabulary
 from collabkit.errors import DataError, UnknownIdError
 
+HINT_TITLES = 2000
+"""How many of the most-rated titles a "did you mean" compares a mistyped title with."""
+
 
 class Catalogue:
     """The user and item vocabularies, a title per item row (or ``None``), and the rating history (who rated
@@ -109,9 +112,19 @@ class Catalogue:
             if numeric_ids or hint:
                 raise UnknownIdError(f"unknown item title {item!r}{hint}")
 
+    @functools.cached_property
+    def _hint_titles(self) -> list[str]:
+        """The titles "did you mean" looks among: every title, or the :data:`HINT_TITLES` most-rated of a larger
+        catalogue (difflib compares with each, which took 0.2-0.6 s per query over 60,000 titles)."""
+        titles = list(self._title_rows)
+        if len(titles) <= HINT_TITLES or self.history is None:
+            return titles
+        rows = np.argsort(-self.history.item_counts, kind="stable")[:HINT_TITLES]
+        return [str(self.titles[r]) for r in rows.tolist() if self.titles is not None and self.titles[r] is not None]
+
     def close_titles(self, text: str, n: int, cutoff: float) -> list[str]:
         """The ``n`` titles closest to ``text`` by :func:`difflib.get_close_matches` (the "did you mean" rule)."""
-        return difflib.get_close_matches(text, list(self._title_rows), n=n, cutoff=cutoff)
+        return difflib.get_close_matches(text, self._hint_titles, n=n, cutoff=cutoff)
 
     def title_hint(self, text: str, cutoff: float) -> str:
         """``"; did you mean 'A', 'B'?"`` with the titles closest to ``text`` (``""`` when none is that close)."""
