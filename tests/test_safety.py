@@ -464,3 +464,22 @@ def test_auto_ranks_by_popularity_where_no_item_has_enough_users_for_ease(tmp_pa
     assert main(["train", "--data", str(path), "--preset", "lesson", "--epochs", "1", "--bs", "2", "--out", str(tmp_path / "m"),
                  "--no-progress", "--show", "0"]) == 0  # it refused after training, and the model was lost
     assert Recommender.load(tmp_path / "m").ranker.name == "popular"
+
+
+def test_a_bug_is_said_to_be_one_and_bad_settings_are_not(monkeypatch, capsys):
+    """main took every ValueError for bad input: a bug printed as 'collabkit: error: ...', as if the user erred."""
+    import collabkit.cli as cli
+
+    assert main(["cv", "--data", "ml-latest-small", "--folds", "1"]) == 1  # a library ConfigError: the user's to fix
+    err = capsys.readouterr().err
+    assert err.startswith("collabkit: error: k must be between 2") and "Traceback" not in err
+
+    def broken(args):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setitem(cli.COMMANDS, "datasets", broken)
+    assert main(["datasets", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "internal error (a bug" in err and "ValueError: operands" in err and "Traceback" not in err
+    assert main(["-v", "datasets", "list"]) == 2
+    assert "Traceback" in capsys.readouterr().err

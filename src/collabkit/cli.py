@@ -954,13 +954,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collabkit: interrupted", file=sys.stderr)
         return 130
-    except (CollabkitError, ValueError, OSError) as exc:
-        if args.verbose:  # a bug that surfaced as a ValueError keeps its traceback for whoever asks
+    except (CollabkitError, OSError) as exc:  # what the user can fix: a file, a setting, the data
+        if args.verbose:
             traceback.print_exc()
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        message = re.sub(r"duplicates='(\w+)'", r"--duplicates \1", message)  # the option, as a CLI user writes it
-        print(f"collabkit: error: {message}", file=sys.stderr)
+        print(f"collabkit: error: {_first_line(exc)}", file=sys.stderr)
         return 1
+    except Exception as exc:  # anything else is a bug in collabkit (or below it): said as one, never as bad input
+        if args.verbose:
+            traceback.print_exc()
+        print(f"collabkit: internal error (a bug, please report it): {type(exc).__name__}: {_first_line(exc)}"
+              f"{'' if args.verbose else '; run with -v for the traceback'}", file=sys.stderr)
+        return 2
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message as one line, in the CLI's words (``--duplicates mean``, not ``duplicates='mean'``)."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"duplicates='(\w+)'", r"--duplicates \1", message)
 
 
 if __name__ == "__main__":

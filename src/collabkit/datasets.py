@@ -37,7 +37,7 @@ import pandas as pd
 
 from collabkit.data.ratings import Duplicates, validate_ratings
 from collabkit.data.splits import ML_100K_SPLITS, SplitSpec
-from collabkit.errors import DataError, DatasetNotFoundError
+from collabkit.errors import ConfigError, DataError, DatasetNotFoundError
 from collabkit.fetch import DownloadError, download, extract_zip, fetch_text, parse_md5
 
 log = logging.getLogger(__name__)
@@ -427,7 +427,7 @@ def load_ml_100k(data_dir: str | Path | None = None) -> Dataset:
 def load_ml_100k_split(split: str = "u1", data_dir: str | Path | None = None) -> tuple[Dataset, Dataset]:
     """One of the canonical ML-100K splits (``u1``..``u5``, ``ua``, ``ub``) as ``(base, test)``."""
     if split not in ML_100K_SPLITS:
-        raise ValueError(f"split must be one of {ML_100K_SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {ML_100K_SPLITS}, got {split!r}")
     folder = find_ml_100k(data_dir)
     full = _dataset("ml-100k", folder)
     parts = []
@@ -532,9 +532,9 @@ def synthetic(
     minute and about 1.2 GB.
     """
     if min(n_ratings, n_users, n_items, rank) < 1:
-        raise ValueError("n_ratings, n_users, n_items and rank must be positive")
+        raise ConfigError("n_ratings, n_users, n_items and rank must be positive")
     if popularity < 0 or noise < 0:
-        raise ValueError(f"popularity and noise must be >= 0, got {popularity} and {noise}")
+        raise ConfigError(f"popularity and noise must be >= 0, got {popularity} and {noise}")
     rng = np.random.default_rng(seed)
     scale = 1.0 / np.sqrt(rank)
     p = (rng.standard_normal((n_users, rank), dtype=np.float32) * scale).astype(np.float32)
@@ -576,9 +576,9 @@ def parse_size(text: str) -> int:
     try:
         value = float(number) * scale
     except ValueError:
-        raise ValueError(f"{text!r} is not a size; write a count such as 1000000, 250k, 10M or 1.5M") from None
+        raise ConfigError(f"{text!r} is not a size; write a count such as 1000000, 250k, 10M or 1.5M") from None
     if value < 1 or value != int(value):
-        raise ValueError(f"{text!r} is not a positive whole number of ratings")
+        raise ConfigError(f"{text!r} is not a positive whole number of ratings")
     return int(value)
 
 
@@ -591,7 +591,7 @@ def synthetic_dataset(spec: str, seed: int = 0) -> tuple[Dataset, PlantedRatings
     draws, so train them with ``duplicates="keep"``.
     """
     if not spec.startswith(SYNTHETIC_PREFIX):
-        raise ValueError(f"a synthetic dataset is named {SYNTHETIC_PREFIX}SIZE (e.g. synthetic:1M), got {spec!r}")
+        raise ConfigError(f"a synthetic dataset is named {SYNTHETIC_PREFIX}SIZE (e.g. synthetic:1M), got {spec!r}")
     n = parse_size(spec[len(SYNTHETIC_PREFIX) :])
     data = synthetic(n, max(n // 100, 10), max(n // 500, 10), rank=16, noise=0.5, seed=seed)
     frame = pd.DataFrame({"user": data.users, "item": data.items, "rating": data.ratings}, copy=False)

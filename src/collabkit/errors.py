@@ -13,6 +13,11 @@ class CollabkitError(Exception):
     """Base class of every user-facing collabkit error."""
 
 
+class ConfigError(CollabkitError, ValueError):
+    """A setting or argument collabkit cannot use (a size that is not positive, an unknown name, a
+    split share outside 0..1, ...); the message names it and what would work."""
+
+
 class DataError(CollabkitError, ValueError):
     """The ratings table cannot be used as given (missing column, NaN rating, ...)."""
 

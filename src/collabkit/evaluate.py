@@ -30,7 +30,7 @@ from collabkit.data.history import RatingHistory, entry_rows
 from collabkit.data.interactions import Interactions
 from collabkit.data.ratings import Duplicates, validate_ratings
 from collabkit.data.splits import kfold
-from collabkit.errors import DataError
+from collabkit.errors import ConfigError, DataError
 from collabkit.metrics import coverage, mae, ranking_metrics, rmse
 from collabkit.models.popular import Popularity
 from collabkit.recommend import Recommender
@@ -69,7 +69,7 @@ def evaluate(
         ranking metric); ``attrs["protocol"]`` states the protocol.
     """
     if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k}")
+        raise ConfigError(f"k must be a positive integer, got {k}")
     rank_by = rec.check_rank_by(rank_by)
     test_frame = validate_ratings(test_frame, duplicates="keep", min_ids=1)
     if train_frame is None:  # a separate test file: what the model saw is its own training pairs
@@ -191,7 +191,7 @@ def cross_validate(
         ``fit_seconds``. Summarise with :func:`summarise`.
     """
     if config.patience is not None:
-        raise ValueError("early stopping would choose each fold's epoch on its test fold, and the figures would "
+        raise ConfigError("early stopping would choose each fold's epoch on its test fold, and the figures would "
                          "flatter; cross-validate without it (patience=None, no --early-stop)")
     clean = validate_ratings(frame, *columns, duplicates=duplicates)
     rows = []

@@ -35,7 +35,7 @@ from torch import nn, tensor
 from collabkit.data import loaders as _core
 from collabkit.data.ratings import Duplicates
 from collabkit.datasets import REGISTRY, dataset_folder
-from collabkit.errors import DatasetNotFoundError
+from collabkit.errors import ConfigError, DatasetNotFoundError
 from collabkit.metrics import mae, rmse
 from collabkit.models import DotProductBias, Embedding, EmbeddingNN, Module, create_params, sigmoid_range
 from collabkit.models.nn import emb_sz_rule
@@ -161,7 +161,7 @@ class EmbeddingDotBias(DotProductBias):
 
     def _rows(self, arr: Sequence[Any], is_item: bool) -> torch.Tensor:
         if self.classes is None:
-            raise ValueError("build the model with EmbeddingDotBias.from_classes (or collab_learner) to look up raw ids")
+            raise ConfigError("build the model with EmbeddingDotBias.from_classes (or collab_learner) to look up raw ids")
         vocab = self.classes[self.item if is_item else self.user]
         return torch.from_numpy(vocab.index_strict(list(arr))).to(self.u_weight.weight.device)
 
@@ -208,7 +208,7 @@ def collab_learner(
         options = dict(config or {})
         unknown = set(options) - {"ps", "embed_p", "use_bn"}
         if unknown:
-            raise ValueError(f"config accepts ps, embed_p and use_bn, got {sorted(unknown)}")
+            raise ConfigError(f"config accepts ps, embed_p and use_bn, got {sorted(unknown)}")
         model = EmbeddingNN(get_emb_sz(dls, emb_szs), layers=layers or [n_factors], y_range=y_range, **options)
     else:
         model = EmbeddingDotBias.from_classes(n_factors, dls.classes, y_range=y_range)

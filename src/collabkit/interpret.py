@@ -23,7 +23,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from collabkit.errors import DataError
+from collabkit.errors import ConfigError, DataError
 from collabkit.models import DotProductBias
 from collabkit.recommend import Recommender
 from collabkit.training.lr_find import LRFinderResult
@@ -62,7 +62,7 @@ class FactorPCA:
         """Other trained items (ids or titles) placed on these same components, as rows shaped like
         :attr:`frame`: so someone's own films can be shown on the map of the most-rated ones."""
         if self.mean is None or self.components is None:
-            raise ValueError("this FactorPCA was built without its components; make it with item_pca")
+            raise ConfigError("this FactorPCA was built without its components; make it with item_pca")
         rows = np.array([rec.item_row(item) for item in items], dtype=np.int64)  # raises naming an unknown one
         factors = rec.view.item_factors[torch.from_numpy(rows)].double().numpy()
         coords = (factors - self.mean) @ self.components.T
@@ -75,7 +75,7 @@ class FactorPCA:
         """Items at the low and the high end of component ``component`` (1-based)."""
         col = f"pc{component}"
         if col not in self.frame:
-            raise ValueError(f"component must be 1..{len(self.explained)}, got {component}")
+            raise ConfigError(f"component must be 1..{len(self.explained)}, got {component}")
         ordered = self.frame.sort_values(col, kind="stable")
         return ordered.head(n).reset_index(drop=True), ordered.tail(n)[::-1].reset_index(drop=True)
 

@@ -42,7 +42,7 @@ from torch import nn
 from collabkit.data.history import RatingHistory
 from collabkit.data.interactions import Interactions
 from collabkit.data.vocab import Vocabulary
-from collabkit.errors import ModelFileError
+from collabkit.errors import ConfigError, ModelFileError
 from collabkit.models.factors import RatingModel
 from collabkit.models.ranker import Ranker
 from collabkit.models.registry import RANKERS, RATING_MODELS
@@ -188,13 +188,13 @@ def save_model(
     """
     path = check_writable(path)
     if model is None and ranker is None:
-        raise ValueError("nothing to save: give a rating model, a ranker, or both")
+        raise ConfigError("nothing to save: give a rating model, a ranker, or both")
     if ranker is not None and interactions is None:
-        raise ValueError("a ranker is saved with the interactions it scores users from: give them too")
+        raise ConfigError("a ranker is saved with the interactions it scores users from: give them too")
     class_name = None if model is None else _model_class_name(model)
     ranker_name = None if ranker is None else _ranker_name(ranker)
     if titles is not None and len(titles) != len(items):
-        raise ValueError(f"titles must give one entry per item ({len(items)}), got {len(titles)}")
+        raise ConfigError(f"titles must give one entry per item ({len(items)}), got {len(titles)}")
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -274,7 +274,7 @@ def load_model(path: str | Path) -> LoadedModel:
         items = Vocabulary(vocab["items"], name=config["columns"]["item"])
         spec, ranker_spec = config["model"], config.get("ranker")
         if spec is None and ranker_spec is None:
-            raise ValueError("neither a rating model nor a ranker is named")
+            raise ConfigError("neither a rating model nor a ranker is named")
         if spec is not None:  # before anything is built: a config can ask for gigabytes the file does not hold
             _check_dimensions(path, spec["config"], _header_shapes(path / WEIGHTS))
         model = None if spec is None else RATING_MODELS[spec["class"]](**spec["config"])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from collabkit.errors import ConfigError
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -23,9 +25,9 @@ def _flat_pair(preds: ArrayLike, targs: ArrayLike) -> tuple[torch.Tensor, torch.
     p = _as_tensor(preds)
     t = _as_tensor(targs).to(p.device)
     if p.shape != t.shape:
-        raise ValueError(f"preds and targs must have the same number of values, got {p.numel()} and {t.numel()}")
+        raise ConfigError(f"preds and targs must have the same number of values, got {p.numel()} and {t.numel()}")
     if p.numel() == 0:
-        raise ValueError("cannot compute a metric on zero predictions")
+        raise ConfigError("cannot compute a metric on zero predictions")
     return p, t
 
 
@@ -69,7 +71,7 @@ def ranking_metrics(
     top = np.asarray(top, dtype=np.int64)
     k = top.shape[1] if k is None else int(k)
     if k < 1 or k > top.shape[1]:
-        raise ValueError(f"k must be between 1 and {top.shape[1]}, got {k}")
+        raise ConfigError(f"k must be between 1 and {top.shape[1]}, got {k}")
     top = top[:, :k]
     n_users = top.shape[0]
     width = int(max(top.max(initial=0), np.max(relevant_items, initial=0))) + 1
@@ -79,7 +81,7 @@ def ranking_metrics(
     hits = (top >= 0) & np.isin(np.arange(n_users)[:, None] * width + top, codes)
     scored = n_relevant > 0
     if not scored.any():
-        raise ValueError("no user has a relevant item: lower the relevance threshold or check the test set")
+        raise ConfigError("no user has a relevant item: lower the relevance threshold or check the test set")
     hits, n_rel = hits[scored], n_relevant[scored]
     ranks = np.arange(1, k + 1)
     discount = 1.0 / np.log2(ranks + 1)

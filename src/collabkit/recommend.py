@@ -50,7 +50,7 @@ from collabkit.data.history import RatingHistory
 from collabkit.data.interactions import Interactions
 from collabkit.data.ratings import validate_ratings
 from collabkit.data.vocab import UNKNOWN, Vocabulary
-from collabkit.errors import DataError, NotFittedError
+from collabkit.errors import ConfigError, DataError, NotFittedError
 from collabkit.io import load_model, save_model
 from collabkit.models.ease import EASE
 from collabkit.models.factors import PAIRS_PER_CHUNK, FactorView
@@ -87,7 +87,7 @@ def _ranker(ranker: str | Ranker, config: dict, interactions: Interactions) -> R
         try:
             ease = EASE(**config)
         except TypeError as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"with ranker='auto' the hyperparameters are EASE's; name the ranker for others ({exc})"
             ) from exc
         eligible = int((interactions.item_counts >= ease.min_count).sum())
@@ -143,9 +143,9 @@ class Recommender:
         interactions: Interactions | None = None,
     ) -> None:
         if model is None and ranker is None:
-            raise ValueError("a Recommender needs a rating model, a ranker, or both")
+            raise ConfigError("a Recommender needs a rating model, a ranker, or both")
         if ranker is not None and interactions is None:
-            raise ValueError("a ranker needs the interactions it scores users from")
+            raise ConfigError("a ranker needs the interactions it scores users from")
         self.model = model.eval() if model is not None else None
         self.catalogue = Catalogue(users, items, titles, history)
         self.columns = columns or {"user": users.name, "item": items.name, "rating": "rating"}
@@ -162,7 +162,7 @@ class Recommender:
         if rank_by is None:
             return "ranking" if self.ranker is not None else "rating"
         if rank_by not in RANK_BY:
-            raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
+            raise ConfigError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
         if rank_by == "ranking" and self.ranker is None:
             raise DataError("this model has no ranking model: retrain it (collabkit train fits one) or rank by rating")
         if rank_by == "rating":
@@ -389,7 +389,7 @@ class Recommender:
         self._rating_model()
         users, items = _sequence(users), _sequence(items)
         if len(users) != len(items):
-            raise ValueError(f"users and items must have the same length, got {len(users)} and {len(items)}")
+            raise ConfigError(f"users and items must have the same length, got {len(users)} and {len(items)}")
         if strict:
             u = self.catalogue.trained_user_rows(users)
             i = self.catalogue.trained_item_rows_of(items)
@@ -484,7 +484,7 @@ class Recommender:
         bounded however many users are asked about (all of them, when evaluating).
         """
         if n < 1:
-            raise ValueError(f"n must be a positive integer, got {n}")
+            raise ConfigError(f"n must be a positive integer, got {n}")
         position = self._trained_positions if candidates is self.trained_item_rows else self._positions(candidates)
         which = cols = np.zeros(0, dtype=np.int64)
         if seen is not None:
@@ -604,7 +604,7 @@ class Recommender:
         ``min_ratings`` keeps only items with that many training ratings (a minimum support).
         """
         if n < 1:
-            raise ValueError(f"n must be a positive integer, got {n}")
+            raise ConfigError(f"n must be a positive integer, got {n}")
         row = self.item_row(item)
         by_ranker = self.ranker is not None and self.ranker.item_similarity
         if not by_ranker and self.model is None:
@@ -633,7 +633,7 @@ class Recommender:
     def similar_users(self, user: Any, n: int = 10) -> pd.DataFrame:
         """The ``n`` users whose rating-model factors have the highest cosine similarity to ``user``."""
         if n < 1:
-            raise ValueError(f"n must be a positive integer, got {n}")
+            raise ConfigError(f"n must be a positive integer, got {n}")
         (row,) = self.catalogue.trained_user_rows([user])
         if self.model is None:
             factors = self.ranker.state().get("user_factors") if self.ranker is not None else None
@@ -744,7 +744,7 @@ class Recommender:
         """
         noise = float(self.info.get("train_mse", 0.5)) if noise is None else float(noise)
         if not noise > 0:
-            raise ValueError(f"noise must be a positive variance, got {noise}")
+            raise ConfigError(f"noise must be a positive variance, got {noise}")
         view = self.view
         rows, values = self._new_user_pairs(ratings)
         if values is None:

@@ -64,7 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from collabkit.datasets import REGISTRY
-from collabkit.errors import CollabkitError, DataError, ModelFileError, UnknownIdError
+from collabkit.errors import CollabkitError, ConfigError, DataError, ModelFileError, UnknownIdError
 from collabkit.io import FILES
 from collabkit.recommend import Recommender
 
@@ -462,7 +462,7 @@ class ModelHolder:
 
     def __init__(self, model_dir: str | Path, watch_interval: float | None = None) -> None:
         if watch_interval is not None and not watch_interval > 0:
-            raise ValueError(f"watch_interval must be a positive number of seconds or None, got {watch_interval!r}")
+            raise ConfigError(f"watch_interval must be a positive number of seconds or None, got {watch_interval!r}")
         self.model_dir = Path(model_dir)
         self.watch_interval = watch_interval
         self._signature = _directory_signature(self.model_dir)
@@ -660,9 +660,9 @@ def create_app(
         torch_threads: ``torch.set_num_threads`` for this process (``None``: leave it).
     """
     if reload_token is not None and not reload_token.strip():
-        raise ValueError("reload_token must be a non-empty string or None (reload disabled)")
+        raise ConfigError("reload_token must be a non-empty string or None (reload disabled)")
     if not (isinstance(max_body_bytes, int) and max_body_bytes > 0):
-        raise ValueError(f"max_body_bytes must be a positive integer, got {max_body_bytes!r}")
+        raise ConfigError(f"max_body_bytes must be a positive integer, got {max_body_bytes!r}")
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     holder = ModelHolder(model_dir, watch_interval)
@@ -691,6 +691,10 @@ def create_app(
 
     @app.exception_handler(DataError)
     async def bad_data(request, exc: DataError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(ConfigError)
+    async def bad_setting(request, exc: ConfigError) -> JSONResponse:
         return _error(422, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -979,16 +983,16 @@ def run(
     import uvicorn
 
     if not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if not (isinstance(port, int) and 0 <= port <= 65535):
-        raise ValueError(f"port must be an integer in 0..65535, got {port!r}")
+        raise ConfigError(f"port must be an integer in 0..65535, got {port!r}")
     _configure_logging(log_level)
     token = os.environ.get(RELOAD_TOKEN_ENV) or None
     if workers > 1 and token is not None and watch_interval is None:
         log.warning(f"with {workers} workers, POST /reload reloads only the worker that answers it; "
                     "add a watch interval so that every worker picks up a new model")
     if not (isinstance(request_timeout, int | float) and 0 < request_timeout < math.inf):
-        raise ValueError(f"request_timeout must be a positive number of seconds, got {request_timeout!r}")
+        raise ConfigError(f"request_timeout must be a positive number of seconds, got {request_timeout!r}")
     os.environ[_ENV_REQUEST_TIMEOUT] = str(request_timeout)  # read by DeadlineProtocol, in every worker
     options = {"host": host, "port": port, "access_log": False, "log_level": log_level, "server_header": False,
                "http": DeadlineProtocol, "timeout_keep_alive": KEEP_ALIVE_TIMEOUT,

@@ -19,7 +19,7 @@ import pandas as pd
 
 from collabkit.data.history import RatingHistory
 from collabkit.data.vocab import UNKNOWN, Vocabulary
-from collabkit.errors import DataError, UnknownIdError
+from collabkit.errors import ConfigError, DataError, UnknownIdError
 
 HINT_TITLES = 2000
 """How many of the most-rated titles a "did you mean" compares a mistyped title with."""
@@ -153,7 +153,7 @@ class Catalogue:
         if not isinstance(query, str) or not query.strip():
             raise DataError(f"query must be some text to look for in the titles, got {query!r}")
         if not (isinstance(n, int) and n >= 1):
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+            raise ConfigError(f"n must be a positive integer, got {n!r}")
         needle = query.strip().casefold()
         rows, folded, names = self._search_index
         hits = [k for k, name in enumerate(folded) if needle in name]

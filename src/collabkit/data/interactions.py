@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from collabkit.data.history import entry_rows, gather_rows
-from collabkit.errors import DataError
+from collabkit.errors import ConfigError, DataError
 
 
 def rating_offset(ratings: np.ndarray) -> float:
@@ -66,7 +66,7 @@ class Interactions:
         items = np.asarray(items, dtype=np.int64)
         values = np.ones(len(users), dtype=np.float32) if values is None else np.asarray(values, dtype=np.float32)
         if not (len(users) == len(items) == len(values)):
-            raise ValueError(f"users, items and values differ in length: {len(users)}, {len(items)}, {len(values)}")
+            raise ConfigError(f"users, items and values differ in length: {len(users)}, {len(items)}, {len(values)}")
         if len(values) and not (np.isfinite(values).all() and (values > 0).all()):
             raise DataError("interaction values (counts or weights) must be finite and positive")
         code = users * n_items + items
@@ -143,5 +143,5 @@ class Interactions:
             or (out.nnz and (out.indices.min() < 0 or out.indices.max() >= out.n_items))
             or (np.diff(out.indptr) < 0).any()
         ):
-            raise ValueError("the interaction arrays do not describe a users x items matrix")
+            raise ConfigError("the interaction arrays do not describe a users x items matrix")
         return out

@@ -17,6 +17,7 @@ import torch
 from collabkit.data.ratings import Duplicates, validate_ratings
 from collabkit.data.splits import random_split, torch_generator
 from collabkit.data.vocab import Vocabulary
+from collabkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,9 @@ class IndexBatches:
         generator: torch.Generator | None = None,
     ) -> None:
         if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] != y.shape[0]:
-            raise ValueError(f"x must be (n, 2) and y (n,), got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise ConfigError(f"x must be (n, 2) and y (n,), got {tuple(x.shape)} and {tuple(y.shape)}")
         if bs < 1:
-            raise ValueError(f"bs (batch size) must be a positive integer, got {bs}")
+            raise ConfigError(f"bs (batch size) must be a positive integer, got {bs}")
         self.x, self.y = x, y
         self.bs, self.shuffle, self.drop_last = int(bs), shuffle, drop_last
         self.generator = generator
@@ -69,11 +70,11 @@ class IndexBatches:
         split into ``world`` contiguous parts.
         """
         if not 0 <= rank < world:
-            raise ValueError(f"rank must be in [0, {world}), got {rank}")
+            raise ConfigError(f"rank must be in [0, {world}), got {rank}")
         if world > 1 and self.shuffle and self.bs % world:
-            raise ValueError(f"the batch size {self.bs} must divide evenly among {world} processes")
+            raise ConfigError(f"the batch size {self.bs} must divide evenly among {world} processes")
         if world > 1 and self.shuffle and self.generator is None:
-            raise ValueError("sharded shuffling needs a seeded generator, so that every rank draws the same order")
+            raise ConfigError("sharded shuffling needs a seeded generator, so that every rank draws the same order")
         self.rank, self.world = rank, world
         return self
 

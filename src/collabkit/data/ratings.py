@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from collabkit.errors import DataError
+from collabkit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def validate_ratings(
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"ratings must be a pandas DataFrame, got {type(frame).__name__}")
     if duplicates not in DUPLICATE_POLICIES:
-        raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
+        raise ConfigError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
     if len(frame) == 0:
         raise DataError("the ratings table is empty: it has no rows")
     user_col = _resolve_column(frame, user_col, 0, "user")
@@ -223,7 +223,7 @@ def check_y_range(ratings: np.ndarray, y_range: tuple[float, float] | None) -> N
         return
     low, high = float(y_range[0]), float(y_range[1])
     if low >= high:
-        raise ValueError(f"y_range must be (low, high) with low < high, got {y_range}")
+        raise ConfigError(f"y_range must be (low, high) with low < high, got {y_range}")
     outside = (ratings < low) | (ratings > high)
     if outside.any():
         warnings.warn(

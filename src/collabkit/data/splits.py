@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from collabkit.errors import DataError
+from collabkit.errors import ConfigError, DataError
 
 SPLIT_KINDS = ("random", "temporal", "user-last", "user-random")
 """Splits made from the table itself: by rows at random, by time, or per user (the latest or random ratings)."""
@@ -41,14 +41,14 @@ class SplitSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in (*SPLIT_KINDS, *ML_100K_SPLITS):
-            raise ValueError(f"split must be one of {(*SPLIT_KINDS, *ML_100K_SPLITS)}, got {self.kind!r}")
+            raise ConfigError(f"split must be one of {(*SPLIT_KINDS, *ML_100K_SPLITS)}, got {self.kind!r}")
         if not (isinstance(self.valid_pct, int | float) and math.isfinite(self.valid_pct) and 0 <= self.valid_pct < 1):
-            raise ValueError(f"valid_pct must be between 0 and 1 (0 trains on everything, with no validation), "
+            raise ConfigError(f"valid_pct must be between 0 and 1 (0 trains on everything, with no validation), "
                              f"got {self.valid_pct!r}")
         if not (isinstance(self.holdout, int) and self.holdout >= 1):
-            raise ValueError(f"holdout must be a positive integer, got {self.holdout!r}")
+            raise ConfigError(f"holdout must be a positive integer, got {self.holdout!r}")
         if not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
 
     @property
     def canonical(self) -> bool:
@@ -59,7 +59,7 @@ class SplitSpec:
         """``(train_rows, held_out_rows)``, positions in ``table`` (user column first; a ``timestamp`` column
         for the kinds that go by time)."""
         if self.canonical:
-            raise ValueError(f"split {self.kind} is a file of ML-100K, not made from a table: use "
+            raise ConfigError(f"split {self.kind} is a file of ML-100K, not made from a table: use "
                              "collabkit.datasets.split_dataset")
         n = len(table)
         if self.kind == "random":
@@ -103,9 +103,9 @@ def random_split(n_rows: int, valid_pct: float = 0.2, seed: int | None = None) -
         ``(train_idx, valid_idx)`` as int64 arrays.
     """
     if not 0.0 <= valid_pct < 1.0:
-        raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct}")
+        raise ConfigError(f"valid_pct must be in [0, 1), got {valid_pct}")
     if n_rows < 1:
-        raise ValueError(f"cannot split {n_rows} rows")
+        raise ConfigError(f"cannot split {n_rows} rows")
     order = torch.randperm(n_rows, generator=torch_generator(seed)).numpy()
     cut = int(valid_pct * n_rows)
     return order[cut:], order[:cut]
@@ -128,7 +128,7 @@ def kfold(n_rows: int, k: int = 5, seed: int | None = None) -> list[tuple[np.nda
         ``[(train_idx, test_idx), ...]`` as sorted int64 arrays.
     """
     if k < 2 or k > n_rows:
-        raise ValueError(f"k must be between 2 and the number of rows ({n_rows}), got {k}")
+        raise ConfigError(f"k must be between 2 and the number of rows ({n_rows}), got {k}")
     order = np.random.default_rng(seed).permutation(n_rows)
     folds = np.array_split(order, k)
     return [
@@ -154,11 +154,11 @@ def user_holdout(
         ``(train_idx, test_idx)`` as sorted int64 arrays.
     """
     if (n is None) == (frac is None):
-        raise ValueError("give exactly one of n (ratings per user) or frac (share per user)")
+        raise ConfigError("give exactly one of n (ratings per user) or frac (share per user)")
     if n is not None and n < 1:
-        raise ValueError(f"n must be a positive integer, got {n}")
+        raise ConfigError(f"n must be a positive integer, got {n}")
     if frac is not None and not 0.0 < frac < 1.0:
-        raise ValueError(f"frac must be in (0, 1), got {frac}")
+        raise ConfigError(f"frac must be in (0, 1), got {frac}")
     users = np.asarray(users)
     rows = np.arange(len(users))
     key = np.asarray(times) if times is not None else np.random.default_rng(seed).random(len(users))
@@ -187,7 +187,7 @@ def temporal_split(times: np.ndarray, valid_pct: float = 0.2, cut: float | None 
     times = np.asarray(times)
     if cut is None:
         if not 0.0 < valid_pct < 1.0:
-            raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
+            raise ConfigError(f"valid_pct must be in (0, 1), got {valid_pct}")
         cut = np.quantile(times, 1.0 - valid_pct, method="higher")
     test = times >= cut
     return np.flatnonzero(~test), np.flatnonzero(test)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from collabkit.data.interactions import Interactions
-from collabkit.errors import DataError, ModelFileError
+from collabkit.errors import ConfigError, DataError, ModelFileError
 from collabkit.models.ranker import Ranker
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class EASE(Ranker):
 
     def __init__(self, l2: float = 200.0, min_count: int = 5, max_items: int = 12_000) -> None:
         if not (l2 > 0 and min_count >= 1 and max_items >= 1):
-            raise ValueError(f"EASE needs l2 > 0, min_count >= 1 and max_items >= 1, got {l2}, {min_count}, {max_items}")
+            raise ConfigError(f"EASE needs l2 > 0, min_count >= 1 and max_items >= 1, got {l2}, {min_count}, {max_items}")
         self.l2, self.min_count, self.max_items = float(l2), int(min_count), int(max_items)
         self.items: torch.Tensor | None = None  # (m,) the modelled item rows
         self.weight: torch.Tensor | None = None  # (m, m) B

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from collabkit.data.interactions import Interactions
-from collabkit.errors import TrainingDivergedError
+from collabkit.errors import ConfigError, TrainingDivergedError
 from collabkit.models.ranker import Ranker
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class ImplicitALS(Ranker):
         seed: int = 0,
     ) -> None:
         if not (n_factors >= 1 and epochs >= 1 and cg_steps >= 1 and l2 > 0 and alpha > 0):
-            raise ValueError(
+            raise ConfigError(
                 f"ImplicitALS needs positive n_factors, epochs, cg_steps, l2 and alpha; got "
                 f"{n_factors}, {epochs}, {cg_steps}, {l2}, {alpha}"
             )

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from collabkit.errors import ConfigError
+
 
 class Module(nn.Module):
     """An ``nn.Module`` whose subclasses need not call ``super().__init__()``.
@@ -50,9 +52,9 @@ def checked_y_range(y_range) -> tuple[float, float] | None:
     try:
         low, high = (float(v) for v in y_range)
     except (TypeError, ValueError):
-        raise ValueError(f"y_range must be (low, high), two numbers, got {y_range!r}") from None
+        raise ConfigError(f"y_range must be (low, high), two numbers, got {y_range!r}") from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"y_range must be (low, high) with finite low < high, got {y_range!r}")
+        raise ConfigError(f"y_range must be (low, high) with finite low < high, got {y_range!r}")
     return low, high
 
 
@@ -60,11 +62,11 @@ def positive_ints(name: str, values) -> list[int]:
     """``values`` as a list of positive ints (layer widths, table sizes); anything else is a ValueError
     naming the first bad value."""
     if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
-        raise ValueError(f"{name} must be a list of positive integers, got {values!r}")
+        raise ConfigError(f"{name} must be a list of positive integers, got {values!r}")
     out = list(values)
     for v in out:
         if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
     return [int(v) for v in out]
 
 

@@ -8,6 +8,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from collabkit.errors import ConfigError
 from collabkit.models.factors import FactorView
 from collabkit.models.layers import Embedding, checked_y_range, positive_ints, sigmoid_range
 
@@ -48,12 +49,12 @@ class EmbeddingNN(nn.Module):
     ):
         super().__init__()
         if isinstance(emb_szs, str) or len(emb_szs) != 2 or any(len(positive_ints("emb_szs", sz)) != 2 for sz in emb_szs):
-            raise ValueError(f"emb_szs must hold (n, width) for users and items, got {emb_szs!r}")
+            raise ConfigError(f"emb_szs must hold (n, width) for users and items, got {emb_szs!r}")
         layers = positive_ints("layers", layers)
         y_range = checked_y_range(y_range)
         ps = [0.0] * len(layers) if ps is None else [float(p) for p in ps]
         if len(ps) != len(layers):
-            raise ValueError(f"ps must give one dropout per hidden layer ({len(layers)}), got {len(ps)}")
+            raise ConfigError(f"ps must give one dropout per hidden layer ({len(layers)}), got {len(ps)}")
         self.emb_szs = [(int(n), int(w)) for n, w in emb_szs]
         self.embeds = nn.ModuleList([Embedding(n, w) for n, w in self.emb_szs])
         self.emb_drop = nn.Dropout(embed_p)

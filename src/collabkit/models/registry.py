@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from collabkit.errors import ConfigError
 from collabkit.models.dot import DotProduct, DotProductBias
 from collabkit.models.ease import EASE
 from collabkit.models.ials import ImplicitALS
@@ -33,5 +34,5 @@ RANKERS: dict[str, type[Ranker]] = {
 def ranker(name: str, **config) -> Ranker:
     """An unfitted ranker by registry name; an unknown name raises ``ValueError`` listing the known ones."""
     if name not in RANKERS:
-        raise ValueError(f"unknown ranker {name!r}; collabkit has {', '.join(RANKERS)}")
+        raise ConfigError(f"unknown ranker {name!r}; collabkit has {', '.join(RANKERS)}")
     return RANKERS[name](**config)

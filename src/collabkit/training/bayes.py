@@ -47,7 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from collabkit.errors import TrainingDivergedError
+from collabkit.errors import ConfigError, TrainingDivergedError
 from collabkit.models import DotProductBias
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,11 @@ class BayesConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.burn_in < self.sweeps:
-            raise ValueError(f"burn_in must be in [0, sweeps={self.sweeps}), got {self.burn_in}")
+            raise ConfigError(f"burn_in must be in [0, sweeps={self.sweeps}), got {self.burn_in}")
         if self.n_factors < 1 or self.thin < 1 or self.report_every < 1:
-            raise ValueError("n_factors, thin and report_every must be positive integers")
+            raise ConfigError("n_factors, thin and report_every must be positive integers")
         if self.noise_prior <= 0 or self.beta0 <= 0 or self.init_std <= 0:
-            raise ValueError("noise_prior, beta0 and init_std must be positive")
+            raise ConfigError("noise_prior, beta0 and init_std must be positive")
 
     @property
     def kept(self) -> int:
@@ -97,7 +97,7 @@ class BayesConfig:
         if not isinstance(model, DotProductBias) or model.y_range is not None:
             raise TypeError(f"{sampler} needs a DotProductBias model with y_range=None")
         if model.u_weight.embedding_dim != self.model_factors:
-            raise ValueError(
+            raise ConfigError(
                 f"the model has {model.u_weight.embedding_dim} factors; this sampler stores "
                 f"{self.kept} samples x {self.n_factors} = {self.model_factors}"
             )

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from tqdm.auto import tqdm
 
+from collabkit.errors import ConfigError
+
 if TYPE_CHECKING:
     from collabkit.training.learner import Learner
 
@@ -98,7 +100,7 @@ class _Monitor(Callback):
 
     def __init__(self, monitor: str = "valid_loss", min_delta: float = 0.0, higher_is_better: bool = False) -> None:
         if not (math.isfinite(min_delta) and min_delta >= 0):
-            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+            raise ConfigError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
         self.monitor, self.min_delta, self.sign = monitor, min_delta, -1.0 if higher_is_better else 1.0
 
     def before_fit(self, learn: Learner, n_epoch: int) -> None:
@@ -106,13 +108,13 @@ class _Monitor(Callback):
 
         names = learn.recorder.metric_names
         if self.monitor not in names:
-            raise ValueError(f"{type(self).__name__} watches {self.monitor!r}, which this fit does not record; "
+            raise ConfigError(f"{type(self).__name__} watches {self.monitor!r}, which this fit does not record; "
                              f"choose one of {names}")
         if not learn.dls.valid.n and self.monitor != "train_loss":
-            raise ValueError(f"{type(self).__name__} watches {self.monitor!r}, but there is no validation split: "
+            raise ConfigError(f"{type(self).__name__} watches {self.monitor!r}, but there is no validation split: "
                              "give the data a validation share")
         if distributed.world_size() > 1:
-            raise ValueError(f"{type(self).__name__} runs in one process; train without --nproc/torchrun")
+            raise ConfigError(f"{type(self).__name__} runs in one process; train without --nproc/torchrun")
         self.best: float = math.inf
         self.best_epoch: int | None = None
 
@@ -136,7 +138,7 @@ class EarlyStoppingCallback(_Monitor):
                  higher_is_better: bool = False) -> None:
         super().__init__(monitor, min_delta, higher_is_better)
         if not (isinstance(patience, int) and patience >= 1):
-            raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
+            raise ConfigError(f"patience must be a positive number of epochs, got {patience!r}")
         self.patience = patience
         self.stopped_epoch: int | None = None
 

@@ -29,7 +29,7 @@ from collabkit import distributed
 from collabkit import metrics as metric_fns
 from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
-from collabkit.errors import DataError, ModelFileError, TrainingDivergedError
+from collabkit.errors import ConfigError, DataError, ModelFileError, TrainingDivergedError
 from collabkit.training.callbacks import Callback, CancelFitException, ProgressCallback
 from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from collabkit.training.losses import MSELossFlat
@@ -141,7 +141,7 @@ class Learner:
         """(Re)build the optimizer: decayed parameters in group 0, the rest in group 1."""
         decay, no_decay = split_decay_params(self.model, self.wd_bn_bias)
         if not decay and not no_decay:
-            raise ValueError("the model has no trainable parameters")
+            raise ConfigError("the model has no trainable parameters")
         groups = [{"params": decay}]
         if no_decay:
             groups.append({"params": no_decay})
@@ -162,7 +162,7 @@ class Learner:
         wd = self.wd if wd is None else wd
         wd = DEFAULT_WD if wd is None else float(wd)
         if wd < 0 or not math.isfinite(wd):
-            raise ValueError(f"wd (weight decay) must be a finite number >= 0, got {wd}")
+            raise ConfigError(f"wd (weight decay) must be a finite number >= 0, got {wd}")
         return wd
 
     # --- training -------------------------------------------------------------
@@ -214,7 +214,7 @@ class Learner:
         resume: dict | None = None,
     ) -> None:
         if not isinstance(n_epoch, int) or n_epoch < 1:
-            raise ValueError(f"n_epoch must be a positive integer, got {n_epoch!r}")
+            raise ConfigError(f"n_epoch must be a positive integer, got {n_epoch!r}")
         spec.check()
         train = self.dls.train
         n_batches = self._n_batches()
@@ -350,7 +350,7 @@ class Learner:
 
     def _restore(self, state: dict, opt, schedule) -> int:
         if state["wd_mode"] != self.wd_mode:
-            raise ValueError(f"the checkpoint was trained with wd_mode={state['wd_mode']!r}, not {self.wd_mode!r}")
+            raise ConfigError(f"the checkpoint was trained with wd_mode={state['wd_mode']!r}, not {self.wd_mode!r}")
         try:
             self.model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -368,7 +368,7 @@ class Learner:
         """Predictions and targets, in order, for the validation (``ds_idx=1``) or training (0) split."""
         if dl is None:
             if ds_idx not in (0, 1):
-                raise ValueError(f"ds_idx must be 0 (train) or 1 (valid), got {ds_idx}")
+                raise ConfigError(f"ds_idx must be 0 (train) or 1 (valid), got {ds_idx}")
             dl = self.dls.valid if ds_idx == 1 else self.dls.train
         ordered = IndexBatches(dl.x, dl.y, bs=max(dl.bs, 8192))  # unshuffled: never draws from dl's generator
         if dl.sharded:  # this rank's share only (a sharded training loader keeps its rank and world)
@@ -451,7 +451,7 @@ class Learner:
         """
         unknown = [name for name in suggest_funcs if name not in SUGGESTIONS]
         if unknown:
-            raise ValueError(f"unknown suggest_funcs {unknown}; choose from {sorted(SUGGESTIONS)}")
+            raise ConfigError(f"unknown suggest_funcs {unknown}; choose from {sorted(SUGGESTIONS)}")
         saved = copy.deepcopy(self.model.state_dict())
         saved_opt = self.opt
         opt = self.create_opt()

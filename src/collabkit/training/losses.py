@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from collabkit.errors import ConfigError
+
 
 class MSELossFlat:
     """Mean squared error after flattening both inputs (fastai's ``MSELossFlat``).
@@ -16,7 +18,7 @@ class MSELossFlat:
 
     def __init__(self, reduction: str = "mean") -> None:
         if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+            raise ConfigError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.reduction = reduction
 
     def __call__(self, preds: torch.Tensor, targs: torch.Tensor) -> torch.Tensor:

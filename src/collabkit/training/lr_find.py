@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from collabkit.errors import ConfigError
+
 
 def valley(lrs: np.ndarray, losses: np.ndarray) -> float:
     """The lr halfway along the longest stretch over which the loss keeps falling.
@@ -22,7 +24,7 @@ def valley(lrs: np.ndarray, losses: np.ndarray) -> float:
     """
     n = len(losses)
     if n < 2:
-        raise ValueError("valley needs at least two recorded losses")
+        raise ConfigError("valley needs at least two recorded losses")
     chain = np.ones(n, dtype=int)  # chain[i]: longest decreasing chain ending at i
     start = np.arange(n)  # where that chain starts
     for i in range(1, n):

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from collabkit.errors import ConfigError
+
 WD_MODES: tuple[str, ...] = ("decoupled", "l2", "l2-loss")
 DEFAULT_WD = 0.01
 """Weight decay used when neither the Learner nor the fit call gives one (fastai's Adam default)."""
@@ -32,7 +34,7 @@ _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 def check_wd_mode(wd_mode: str) -> str:
     if wd_mode not in WD_MODES:
-        raise ValueError(f"wd_mode must be one of {WD_MODES}, got {wd_mode!r}")
+        raise ConfigError(f"wd_mode must be one of {WD_MODES}, got {wd_mode!r}")
     return wd_mode
 
 

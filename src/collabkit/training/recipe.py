@@ -19,6 +19,7 @@ import torch
 
 from collabkit.data.loaders import CollabDataLoaders
 from collabkit.data.ratings import Duplicates
+from collabkit.errors import ConfigError
 from collabkit.metrics import rmse
 from collabkit.training import solvers
 from collabkit.training.callbacks import Callback
@@ -63,13 +64,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {tuple(SOLVERS)}, got {self.solver!r}")
+            raise ConfigError(f"solver must be one of {tuple(SOLVERS)}, got {self.solver!r}")
         reads = solvers.options(SOLVERS[self.solver])
         stray = [f.name for f in dataclasses.fields(self)
                  if f.name not in ("solver", "seed", "threads") and f.name not in reads and getattr(self, f.name) is not None]
         if stray:
             users = [name for name, s in SOLVERS.items() if stray[0] in solvers.options(s)]
-            raise ValueError(f"{', '.join(stray)} does not apply to the {self.solver} solver; leave it out or choose "
+            raise ConfigError(f"{', '.join(stray)} does not apply to the {self.solver} solver; leave it out or choose "
                              f"solver {' or '.join(map(repr, users))}")
         self.settings()  # checks the values
 
@@ -80,7 +81,7 @@ class TrainConfig:
     def bayes(self):
         """The Gibbs sampler's settings (``solver="bayes"``)."""
         if self.solver != "bayes":
-            raise ValueError(f"this config's solver is {self.solver!r}, not 'bayes'")
+            raise ConfigError(f"this config's solver is {self.solver!r}, not 'bayes'")
         return self.settings()
 
     def record(self) -> dict[str, Any]:
@@ -158,5 +159,5 @@ def fit(learn: Learner, config: TrainConfig, lr: float | None = None, checkpoint
     ``checkpoint`` applies to the solvers that save and resume epochs: sgd)."""
     solver = SOLVERS[config.solver]
     if checkpoint is not None and not solver.resumable:
-        raise ValueError(f"checkpoints apply to the sgd solver; this config's solver is {config.solver!r}")
+        raise ConfigError(f"checkpoints apply to the sgd solver; this config's solver is {config.solver!r}")
     solver.fit(learn, config.settings(), config.seed, lr=lr, checkpoint=checkpoint)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 
+from collabkit.errors import ConfigError
+
 FASTAI_MOMS = (0.95, 0.85, 0.95)
 
 
@@ -45,9 +47,9 @@ class ScheduleSpec:
 
     def check(self) -> None:
         if self.kind not in ("constant", "one_cycle"):
-            raise ValueError(f"schedule kind must be 'constant' or 'one_cycle', got {self.kind!r}")
+            raise ConfigError(f"schedule kind must be 'constant' or 'one_cycle', got {self.kind!r}")
         if not (self.lr > 0 and self.lr < float("inf")):
-            raise ValueError(f"the learning rate must be a finite number > 0, got {self.lr}")
+            raise ConfigError(f"the learning rate must be a finite number > 0, got {self.lr}")
 
     def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> OneCycleLR | None:
         """The scheduler over ``total_steps`` batches, or ``None`` for a constant lr."""
@@ -73,16 +75,16 @@ def one_cycle(
     warm-up of two steps (fewer than ``2 / pct_start``) get exactly two.
     """
     if total_steps < 1:
-        raise ValueError(f"one_cycle needs at least one step, got total_steps={total_steps}")
+        raise ConfigError(f"one_cycle needs at least one step, got total_steps={total_steps}")
     if not 0.0 < pct_start < 1.0:
-        raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
+        raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")
     if len(moms) != 3 or moms[0] != moms[2]:
-        raise ValueError(
+        raise ConfigError(
             f"moms must be (high, low, high) with the same first and last value, as OneCycleLR "
             f"returns to its max momentum; got {tuple(moms)}"
         )
     if div <= 0 or div_final <= 0:
-        raise ValueError(f"div and div_final must be positive, got div={div}, div_final={div_final}")
+        raise ConfigError(f"div and div_final must be positive, got div={div}, div_final={div_final}")
     if total_steps >= 3 and pct_start * total_steps < 2:
         # OneCycleLR divides by the warm-up's length in steps minus one: a warm-up of exactly one step
         # (e.g. 4 steps at 0.25) is a ZeroDivisionError, and a shorter one is no warm-up. Very short
@@ -105,9 +107,9 @@ def one_cycle(
 def exponential_range(optimizer: torch.optim.Optimizer, start_lr: float, end_lr: float, num_it: int) -> LambdaLR:
     """lr going geometrically from ``start_lr`` (step 0) to ``end_lr`` (step ``num_it - 1``); for ``lr_find``."""
     if not 0 < start_lr < end_lr:
-        raise ValueError(f"lr_find needs 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
+        raise ConfigError(f"lr_find needs 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
     if num_it < 2:
-        raise ValueError(f"lr_find needs num_it >= 2, got {num_it}")
+        raise ConfigError(f"lr_find needs num_it >= 2, got {num_it}")
     for group in optimizer.param_groups:
         group["lr"] = start_lr
         group["initial_lr"] = start_lr

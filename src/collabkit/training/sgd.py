@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from collabkit.errors import ConfigError
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rule
 from collabkit.models.layers import checked_y_range, positive_ints
 from collabkit.training.callbacks import EarlyStoppingCallback, SaveModelCallback
@@ -47,13 +48,13 @@ class SGDConfig:
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+            raise ConfigError(f"model must be one of {MODELS}, got {self.model!r}")
         for name in ("n_factors", "epochs", "bs"):
             positive_ints(name, [getattr(self, name)])
         object.__setattr__(self, "layers", tuple(positive_ints("layers", self.layers)))
         checked_y_range(self.y_range)
         if not self.lr > 0 or not self.wd >= 0:
-            raise ValueError(f"lr must be > 0 and wd >= 0, got lr={self.lr}, wd={self.wd}")
+            raise ConfigError(f"lr must be > 0 and wd >= 0, got lr={self.lr}, wd={self.wd}")
         check_wd_mode(self.wd_mode)
         if self.patience is not None:
             positive_ints("patience (early stopping, in epochs)", [self.patience])

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from collabkit.errors import TrainingDivergedError
+from collabkit.errors import ConfigError, TrainingDivergedError
 from collabkit.models import DotProductBias
 from collabkit.models.layers import positive_ints
 
@@ -123,7 +123,7 @@ class _CompiledEngine:
         self.kernels, self.threads = kernels, numba_threads.threads
         self.x, self.y = train.x.numpy(), train.y.numpy()
         if not (self.x.flags.c_contiguous and self.y.flags.c_contiguous):
-            raise ValueError("the compiled engine needs the loader's x and y contiguous (e.g. x.contiguous())")
+            raise ConfigError("the compiled engine needs the loader's x and y contiguous (e.g. x.contiguous())")
         order = torch.randperm(train.n, generator=torch.Generator().manual_seed(seed), dtype=torch.int32).numpy()
         kernels.permute_rows_(self.x, self.y, order)  # the rows' order means nothing; a copy would cost 12 B/rating
         del order
@@ -200,7 +200,7 @@ class SparseConfig:
         for name in ("n_factors", "epochs", "bs"):
             positive_ints(name, [getattr(self, name)])
         if not (self.lr > 0 and self.reg >= 0):
-            raise ValueError(f"lr must be > 0 and the L2 penalty (wd) >= 0, got lr={self.lr}, wd={self.reg}")
+            raise ConfigError(f"lr must be > 0 and the L2 penalty (wd) >= 0, got lr={self.lr}, wd={self.reg}")
 
 
 def fit_sparse(
@@ -223,7 +223,7 @@ def fit_sparse(
     if compiled is None:
         compiled = device.type == "cpu"
     if compiled and device.type != "cpu":
-        raise ValueError(f"the compiled engine runs on the CPU; the model is on {device}")
+        raise ConfigError(f"the compiled engine runs on the CPU; the model is on {device}")
     torch.manual_seed(seed)
     with torch.no_grad():
         for table in (model.u_weight.weight, model.i_weight.weight):
