@@ -110,24 +110,30 @@ class EASE(Ranker):
         self.columns = np.full(n_items, -1, dtype=np.int64)
         self.columns[items.numpy()] = np.arange(len(items))
 
+    def _tables(self) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(n_items, items, weight, prior)`` of a fitted model (:class:`NotFittedError` before fit)."""
+        n_items = self._fitted()
+        assert self.items is not None and self.weight is not None and self.prior is not None  # (set with n_items)
+        return n_items, self.items, self.weight, self.prior
+
     def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
-        self._fitted()
-        out = torch.full((users.n_users, self.n_items), -torch.inf)
-        out[:, self.items] = users.csr(len(self.items), self.columns) @ self.weight + self.prior
+        n_items, items, weight, prior = self._tables()
+        out = torch.full((users.n_users, n_items), -torch.inf)
+        out[:, items] = users.csr(len(items), self.columns) @ weight + prior
         return out
 
     def similar_to(self, row: int) -> torch.Tensor:
         """Row ``row`` of B (``-inf`` everywhere when the item was left out: nothing is known of it)."""
-        self._fitted()
-        out = torch.full((self.n_items,), -torch.inf)
-        hit = torch.nonzero(self.items == row)
+        n_items, items, weight, _ = self._tables()
+        out = torch.full((n_items,), -torch.inf)
+        hit = torch.nonzero(items == row)
         if len(hit):
-            out[self.items] = self.weight[int(hit[0, 0])]
+            out[items] = weight[int(hit[0, 0])]
         return out
 
     def state(self) -> dict[str, torch.Tensor]:
-        self._fitted()
-        return {"items": self.items, "weight": self.weight, "prior": self.prior}
+        _, items, weight, prior = self._tables()
+        return {"items": items, "weight": weight, "prior": prior}
 
     def load_state(self, tensors: dict[str, torch.Tensor], n_users: int, n_items: int) -> None:
         m = int(tensors["items"].shape[0]) if "items" in tensors else 0

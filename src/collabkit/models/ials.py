@@ -155,9 +155,15 @@ class ImplicitALS(Ranker):
         self.n_items = interactions.n_items
         return self
 
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(user_factors, item_factors)`` of a fitted model (:class:`NotFittedError` before fit)."""
+        self._fitted()
+        assert self.user_factors is not None and self.item_factors is not None  # (set with n_items)
+        return self.user_factors, self.item_factors
+
     def _fold_in(self, users: Interactions) -> torch.Tensor:
         """Exact solves of the user step, one per row of ``users``."""
-        y = self.item_factors
+        _, y = self._factors()
         base = y.T @ y + self.l2 * torch.eye(self.n_factors)
         out = []
         for k in range(users.n_users):
@@ -168,22 +174,22 @@ class ImplicitALS(Ranker):
         return torch.stack(out) if out else y.new_zeros((0, self.n_factors))
 
     def score(self, users: Interactions, user_rows: np.ndarray) -> torch.Tensor:
-        self._fitted()
+        user_factors, item_factors = self._factors()
         user_rows = np.asarray(user_rows, dtype=np.int64)
-        vectors = self.user_factors[torch.from_numpy(np.maximum(user_rows, 0))].clone()
+        vectors = user_factors[torch.from_numpy(np.maximum(user_rows, 0))].clone()
         new = np.flatnonzero(user_rows < 0)
         if len(new):
             vectors[torch.from_numpy(new)] = self._fold_in(users.take(new))
-        return vectors @ self.item_factors.T
+        return vectors @ item_factors.T
 
     def similar_to(self, row: int) -> torch.Tensor:
-        self._fitted()
-        unit = torch.nn.functional.normalize(self.item_factors, dim=1)
+        _, item_factors = self._factors()
+        unit = torch.nn.functional.normalize(item_factors, dim=1)
         return unit @ unit[row]
 
     def state(self) -> dict[str, torch.Tensor]:
-        self._fitted()
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+        user_factors, item_factors = self._factors()
+        return {"user_factors": user_factors, "item_factors": item_factors}
 
     def load_state(self, tensors: dict[str, torch.Tensor], n_users: int, n_items: int) -> None:
         self._expect(tensors, {"user_factors": (n_users, self.n_factors), "item_factors": (n_items, self.n_factors)})

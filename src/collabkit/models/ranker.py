@@ -64,9 +64,11 @@ class Ranker:
         """Restore :meth:`state`; raises :class:`ModelFileError` when shapes do not fit the vocabularies."""
         raise NotImplementedError
 
-    def _fitted(self) -> None:
+    def _fitted(self) -> int:
+        """The number of items of a fitted ranker; :class:`NotFittedError` before fit."""
         if self.n_items is None:
             raise NotFittedError(f"this {type(self).__name__} has not been fitted: call fit first")
+        return self.n_items
 
     @staticmethod
     def _expect(tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int | None, ...]]) -> None:

@@ -15,15 +15,16 @@ from collections.abc import Iterator
 
 import numba
 
-if numba.config.THREADING_LAYER == "default" and not numba.np.ufunc.parallel._is_initialized:
-    numba.config.THREADING_LAYER = "workqueue"
+# (numba.config's settings are made at import from the environment, so a type checker sees none of them)
+if numba.config.THREADING_LAYER == "default" and not numba.np.ufunc.parallel._is_initialized:  # type: ignore[attr-defined]
+    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[int]:
     """Run the block's parallel loops on ``n`` threads (clamped to numba's pool), then restore; yields the count."""
     before = numba.get_num_threads()
-    used = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    used = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     numba.set_num_threads(used)
     try:
         yield used
