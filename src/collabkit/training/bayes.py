@@ -307,13 +307,20 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
                                              time.perf_counter() - started, config.sweeps, warned_cancel)
                 started = time.perf_counter()
                 period_open = False
+    store_posterior_mean(model, kept_u, kept_v, torch.full((len(U),), mu), torch.zeros(len(V)))
+
+
+def store_posterior_mean(model: DotProductBias, kept_u: list[torch.Tensor], kept_v: list[torch.Tensor],
+                         user_bias: torch.Tensor, item_bias: torch.Tensor) -> None:
+    """Write a chain's posterior mean into ``model``: the kept samples' factors side by side, each table scaled
+    by ``1/√S``, so that the dot product is the mean of the samples' dot products; and the biases given."""
     scale = 1.0 / math.sqrt(len(kept_u))
     device = model.u_weight.weight.device
     with torch.no_grad():
         model.u_weight.weight.copy_((torch.cat(kept_u, 1) * scale).to(device))
         model.i_weight.weight.copy_((torch.cat(kept_v, 1) * scale).to(device))
-        model.u_bias.weight.fill_(mu)
-        model.i_bias.weight.zero_()
+        model.u_bias.weight.copy_(user_bias.reshape(-1, 1).to(device))
+        model.i_bias.weight.copy_(item_bias.reshape(-1, 1).to(device))
 
 
 class GibbsSolver:

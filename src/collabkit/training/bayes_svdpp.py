@@ -45,14 +45,19 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
 from collabkit.errors import TrainingDivergedError
-from collabkit.models import DotProductBias
-from collabkit.training.bayes import BayesConfig, draw_rows, normal_wishart, report_chain
+from collabkit.training.bayes import (
+    BayesConfig,
+    GibbsSolver,
+    draw_rows,
+    normal_wishart,
+    report_chain,
+    store_posterior_mean,
+)
 
 log = logging.getLogger(__name__)
 
@@ -267,30 +272,18 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
                                              time.perf_counter() - started, config.sweeps, warned_cancel)
                 started = time.perf_counter()
                 period_open = False
-    scale = 1.0 / math.sqrt(len(kept_p))
-    device = model.u_weight.weight.device
-    with torch.no_grad():
-        model.u_weight.weight.copy_((torch.cat(kept_p, 1) * scale).to(device))
-        model.i_weight.weight.copy_((torch.cat(kept_q, 1) * scale).to(device))
-        model.u_bias.weight.copy_(t(mu + np.mean(kept_bu, 0))[:, None].to(device))
-        model.i_bias.weight.copy_(t(np.mean(kept_bi, 0))[:, None].to(device))
+    store_posterior_mean(model, kept_p, kept_q, t(mu + np.mean(kept_bu, 0)), t(np.mean(kept_bi, 0)))
 
 
-class SVDppSolver:
-    """The solver entry of Bayesian SVD++ (:data:`~collabkit.training.solvers.SOLVERS` ``"bayes-svdpp"``)."""
+class SVDppSolver(GibbsSolver):
+    """The solver entry of Bayesian SVD++ (:data:`~collabkit.training.solvers.SOLVERS` ``"bayes-svdpp"``): the
+    Gibbs solver's model and learner, its own settings and sampler."""
 
     name = "bayes-svdpp"
     settings_class = SVDppConfig
-    renamed: dict[str, str] = {}
-    resumable = False
 
-    def build_model(self, settings: SVDppConfig, n_users: int, n_items: int, ratings: np.ndarray) -> DotProductBias:
-        return DotProductBias(n_users, n_items, settings.model_factors, y_range=None)
-
-    def learner_options(self, settings: SVDppConfig) -> dict[str, Any]:
-        return {}
-
-    def fit(self, learn, settings: SVDppConfig, seed: int, lr: float | None = None, checkpoint=None) -> None:
+    def fit(self, learn, settings: BayesConfig, seed: int, lr: float | None = None, checkpoint=None) -> None:
+        assert isinstance(settings, SVDppConfig)
         fit_bayes_svdpp(learn, settings, seed=seed)
 
 
