@@ -60,7 +60,8 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic_core import PydanticCustomError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from collabkit.datasets import REGISTRY
@@ -86,8 +87,8 @@ MAX_ID_LENGTH = 300
 MAX_BODY_BYTES = 1 << 20
 """Default request body limit (1 MiB); larger bodies get 413."""
 MAX_OBJECT_KEYS = 16
-"""The most keys any JSON object in a request body may have (the API's have at most 4). A body with a wider
-object gets 422 from one cheap scan, before validation would build an error for every unknown key."""
+"""The most keys any JSON object in a request body may have (the API's have at most 4). A wider object gets one
+422 error before validation would build an error for every unknown key (see ``_Body``)."""
 REQUEST_TIMEOUT = 10.0
 """Seconds a client has to send one whole request (headers and body), counted from its first byte or
 from the moment it connects; a stalled connection then gets 408 and is closed."""
@@ -122,7 +123,19 @@ OutId = int | str
 
 
 class _Body(BaseModel):
+    """A request body's object: unknown keys are refused, and an object with more than :data:`MAX_OBJECT_KEYS`
+    is refused whole before its fields are looked at (one error, not one per unknown key)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_wide(cls, data: Any) -> Any:
+        if isinstance(data, dict) and len(data) > MAX_OBJECT_KEYS:
+            raise PydanticCustomError(
+                "too_many_keys", "an object in the body has {keys} keys; this API's objects have at most {most} "
+                "(see /docs for the fields)", {"keys": len(data), "most": MAX_OBJECT_KEYS})
+        return data
 
 
 class Pair(_Body):
@@ -549,8 +562,6 @@ class RequestGuard:
                 body = await self._read_body(scope, receive)
                 if body is None:
                     await _too_large(self.max_body_bytes)(scope, receive, send_logged)
-                elif (widest := _widest_object(body)) > MAX_OBJECT_KEYS:
-                    await _too_wide(widest)(scope, receive, send_logged)
                 else:
                     await self.app(scope, _replay(body, receive), send_logged)
         finally:
@@ -588,36 +599,6 @@ class RequestGuard:
 
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"request body is larger than the {limit}-byte limit"}, status_code=413)
-
-
-class _TooWide(Exception):
-    def __init__(self, keys: int) -> None:
-        self.keys = keys
-
-
-def _widest_object(body: bytes) -> int:
-    """How many keys the body's first object wider than :data:`MAX_OBJECT_KEYS` has (0 when there is none,
-    or the body is not JSON: validation then says what is wrong with it)."""
-
-    def check(pairs: list) -> dict:
-        if len(pairs) > MAX_OBJECT_KEYS:
-            raise _TooWide(len(pairs))
-        return dict(pairs)
-
-    try:
-        json.loads(body, object_pairs_hook=check)
-    except _TooWide as wide:
-        return wide.keys
-    except (ValueError, RecursionError):  # not JSON (or too deep): FastAPI's 422 says so
-        pass
-    return 0
-
-
-def _too_wide(keys: int) -> JSONResponse:
-    return JSONResponse({"detail": [{"type": "too_many_keys", "loc": ["body"],
-                                     "msg": f"an object in the body has {keys} keys; this API's objects have at "
-                                            f"most {MAX_OBJECT_KEYS} (see /docs for the fields)"}]},
-                        status_code=422)
 
 
 def _replay(body: bytes, receive: Callable) -> Callable:
