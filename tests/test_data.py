@@ -193,3 +193,22 @@ def test_did_you_mean_looks_among_the_most_rated_titles_of_a_large_catalogue(mon
     assert "Jaws (1975)" not in catalogue.close_titles("Jaws (1976)", 3, 0.6)  # outside the pool of the 3 most-rated
     small = Catalogue(catalogue.users, catalogue.items, titles[:3], None)  # no history: every title
     assert small.close_titles("Heat (1996)", 1, 0.6) == ["Heat (1995)"]
+
+
+def test_mistyped_title_checks_are_bounded_per_call(monkeypatch):
+    """Every unknown text item ran difflib over the titles (about 20 ms each): 1,000 pairs could hold the
+    server for seconds. Distinct texts are checked, at most HINT_CHECKS of them."""
+    from collabkit.data.catalogue import HINT_CHECKS, Catalogue
+    from collabkit.data.vocab import UNKNOWN
+
+    titles = ["Heat (1995)", "Casino (1995)", "Fargo (1996)"]
+    catalogue = Catalogue(Vocabulary.from_values(["u"], name="user"),
+                          Vocabulary.from_values(["a", "b", "c"], name="item"), titles)
+    calls = []
+    real = catalogue.title_hint
+    monkeypatch.setattr(catalogue, "title_hint", lambda text, cutoff: calls.append(text) or real(text, cutoff))
+    items = ["zz"] * 50 + [f"id-{k}" for k in range(40)]
+    catalogue.no_mistyped_titles(items, np.full(len(items), UNKNOWN))  # unknown text ids: the fallback, no error
+    assert calls[0] == "zz" and calls.count("zz") == 1 and len(calls) == HINT_CHECKS
+    with pytest.raises(UnknownIdError, match="did you mean 'Fargo"):
+        catalogue.no_mistyped_titles(["Fargo (1995)"], np.array([UNKNOWN]))

@@ -55,15 +55,13 @@ class FactorPCA:
 
     frame: pd.DataFrame  # item, [title,] [ratings,] pc1, pc2, ...
     explained: np.ndarray  # share of variance of each component
-    mean: np.ndarray | None = None  # (d,) the mean item factor vector the components are centred on
-    components: np.ndarray | None = None  # (k, d) the principal directions, one row per component
+    mean: np.ndarray  # (d,) the mean item factor vector the components are centred on
+    components: np.ndarray  # (k, d) the principal directions, one row per component
 
     def project(self, rec: Recommender, items: Sequence[Any]) -> pd.DataFrame:
         """Other trained items (ids or titles) placed on these same components, as rows shaped like
         :attr:`frame`: so someone's own films can be shown on the map of the most-rated ones."""
-        if self.mean is None or self.components is None:
-            raise ConfigError("this FactorPCA was built without its components; make it with item_pca")
-        rows = np.array([rec.item_row(item) for item in items], dtype=np.int64)  # raises naming an unknown one
+        rows = rec.catalogue.trained_item_rows_of(list(items))  # raises naming an unknown or untrained one
         factors = rec.view.item_factors[torch.from_numpy(rows)].double().numpy()
         coords = (factors - self.mean) @ self.components.T
         frame = rec.item_table(rows)

@@ -369,8 +369,7 @@ class ServedModel:
             if rec.ranker is not None:
                 rec.recommend_new_user([item], n=1)
             if rec.predicts_ratings:
-                rec.predict([user], [item], strict=True)
-                rating = float(rec.predict([user], [item])["prediction"].iloc[0])
+                rating = float(rec.predict([user], [item], strict=True)["prediction"].iloc[0])
                 low, high = rec.rating_scale or (rating, rating)  # a y_range model may predict past the scale
                 rec.fold_in({item: min(max(rating, low), high)}, max_iter=5)
         except (CollabkitError, ValueError, KeyError, IndexError, RuntimeError, TypeError) as exc:

@@ -23,6 +23,8 @@ from collabkit.errors import ConfigError, DataError, UnknownIdError
 
 HINT_TITLES = 2000
 """How many of the most-rated titles a "did you mean" compares a mistyped title with."""
+HINT_CHECKS = 8
+"""How many distinct unknown texts of one call are checked for a mistyped title."""
 
 
 class Catalogue:
@@ -100,13 +102,16 @@ class Catalogue:
 
     def no_mistyped_titles(self, items: Sequence[Any], rows: np.ndarray) -> None:
         """A text item that is neither an id nor a title, but is close to a title, was meant as one: raise
-        with suggestions instead of predicting for the average item (an unknown *id* keeps that fallback)."""
+        with suggestions instead of predicting for the average item (an unknown *id* keeps that fallback).
+
+        Each "did you mean" costs milliseconds (difflib), so only the first :data:`HINT_CHECKS` distinct unknown
+        texts of a call are compared with the titles; with int ids the first one raises at once."""
         if self.titles is None:
             return
         numeric_ids = pd.api.types.is_integer_dtype(self.items.ids.dtype)
-        for k in np.flatnonzero(rows == UNKNOWN):
-            item = items[int(k)]
-            if not isinstance(item, str) or (numeric_ids and self.items.parse([item])[0] != item):
+        texts = dict.fromkeys(items[int(k)] for k in np.flatnonzero(rows == UNKNOWN) if isinstance(items[int(k)], str))
+        for item in list(texts)[:HINT_CHECKS]:
+            if numeric_ids and self.items.parse([item])[0] != item:
                 continue
             hint = self.title_hint(item, 0.6)
             if numeric_ids or hint:

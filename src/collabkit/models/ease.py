@@ -76,7 +76,8 @@ class EASE(Ranker):
         return {"l2": self.l2, "min_count": self.min_count, "max_items": self.max_items}
 
     def fit(self, interactions: Interactions) -> EASE:
-        modelled = np.flatnonzero(interactions.item_counts >= self.min_count)
+        item_counts = interactions.item_counts  # (a bincount: counted once)
+        modelled = np.flatnonzero(item_counts >= self.min_count)
         m = len(modelled)
         if m > self.max_items:
             raise DataError(
@@ -99,7 +100,7 @@ class EASE(Ranker):
         weight = precision / (-precision.diagonal())
         weight.diagonal().zero_()
         self.weight = weight.contiguous()
-        counts = interactions.item_counts[modelled].astype(np.float32)
+        counts = item_counts[modelled].astype(np.float32)
         self.prior = torch.from_numpy(TIE_BREAK * counts / counts.max())
         return self
 
@@ -126,9 +127,9 @@ class EASE(Ranker):
         """Row ``row`` of B (``-inf`` everywhere when the item was left out: nothing is known of it)."""
         n_items, items, weight, _ = self._tables()
         out = torch.full((n_items,), -torch.inf)
-        hit = torch.nonzero(items == row)
-        if len(hit):
-            out[items] = weight[int(hit[0, 0])]
+        column = int(self.columns[row])  # the item's column of B, -1 when it was left out
+        if column >= 0:
+            out[items] = weight[column]
         return out
 
     def state(self) -> dict[str, torch.Tensor]:
