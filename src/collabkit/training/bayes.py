@@ -282,8 +282,7 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
         period_open = False  # between a report period's before_epoch and its after_epoch
         for sweep in range(config.sweeps):
             if not period_open:
-                for cb in callbacks:
-                    cb.before_epoch(learn, len(learn.recorder.values))
+                learn.before_epoch(callbacks, len(learn.recorder.values))
                 period_open = True
             U, V, V_mean, g, h, alpha = gibbs_sweep(
                 by_user, by_item, U, V, g, h, alpha, rng.standard_gamma(shapes), rng.standard_normal(n_normals),

@@ -218,8 +218,7 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
         period_open = False  # between a report period's before_epoch and its after_epoch
         for sweep in range(config.sweeps):
             if not period_open:
-                for cb in callbacks:
-                    cb.before_epoch(learn, len(learn.recorder.values))
+                learn.before_epoch(callbacks, len(learn.recorder.values))
                 period_open = True
             # the biases given the factors; then the targets of the factors' draws
             dot = (P[users_t] * Q[items_t]).sum(1)

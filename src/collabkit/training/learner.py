@@ -231,8 +231,7 @@ class Learner:
         rec = self.recorder
         with self.fitting(n_epoch, cbs) as callbacks:
             for epoch in range(first_epoch, n_epoch):
-                for cb in callbacks:
-                    cb.before_epoch(self, epoch)
+                self.before_epoch(callbacks, epoch)
                 start = time.perf_counter()
                 self.model.train()
                 batch_losses = stepper.epoch(train, n_batches, schedule, rec,
@@ -269,6 +268,11 @@ class Learner:
             finally:
                 for cb in callbacks:
                     cb.after_fit(self)
+
+    def before_epoch(self, callbacks: Sequence[Callback], epoch: int) -> None:
+        """Run every callback's ``before_epoch`` (the counterpart of :meth:`after_epoch`, for every solver)."""
+        for cb in callbacks:
+            cb.before_epoch(self, epoch)
 
     def after_epoch(self, callbacks: Sequence[Callback], epoch: int) -> bool:
         """Run every callback's ``after_epoch``; whether one of them asked to stop (:class:`CancelFitException`)."""

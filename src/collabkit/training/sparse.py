@@ -239,8 +239,7 @@ def fit_sparse(
     rec = learn.recorder
     with learn.fitting(epochs) as callbacks:
         for epoch in range(epochs):
-            for cb in callbacks:
-                cb.before_epoch(learn, epoch)
+            learn.before_epoch(callbacks, epoch)
             started = time.perf_counter()
             sse, count = engine.epoch(mu, train.bs, lambda k: [cb.after_batch(learn, k) for cb in callbacks])
             train_mse = sse / max(count, 1)
