@@ -118,13 +118,12 @@ class Implicit:
         dense = np.zeros((n_rows, n_cols))
         dense[rows, cols] = scale[rows]
         X = torch.from_numpy(dense)
+        # the thin SVD from the eigenvectors of the smaller Gram matrix (XXᵀ or XᵀX): several times faster
+        wide = n_rows <= n_cols
         with warnings.catch_warnings():  # torch's sparse CSR "beta" warning, as in _Side
             warnings.simplefilter("ignore", UserWarning)
             self.X = X.to_sparse_csr()
-            transposed = torch.from_numpy(np.ascontiguousarray(dense.T)).to_sparse_csr()
-        # the thin SVD from the eigenvectors of the smaller Gram matrix (XXᵀ or XᵀX): several times faster
-        wide = n_rows <= n_cols
-        gram = self.X @ X.T if wide else transposed @ X
+            gram = self.X @ X.T if wide else torch.from_numpy(np.ascontiguousarray(dense.T)).to_sparse_csr() @ X
         squares, vectors = torch.linalg.eigh(gram)
         keep = squares > 1e-10 * max(float(squares.max()), 1.0) if len(squares) else squares > 0
         s, vectors = squares[keep].sqrt(), vectors[:, keep]
