@@ -6,7 +6,7 @@ import torch
 
 from collabkit.errors import TrainingDivergedError
 from collabkit.training import bayes
-from collabkit.training.bayes import _Ratings, draw_rows, normal_wishart
+from collabkit.training.bayes import Ratings, draw_rows, normal_wishart
 
 
 def _case(seed=0, n_rows=5, n_cols=7, d=3):
@@ -26,7 +26,7 @@ def _case(seed=0, n_rows=5, n_cols=7, d=3):
 def test_draw_rows_is_the_gaussian_conditional():
     rows, cols, r, others, a, b, prec, mean, noise = _case()
     n_rows, d = noise.shape
-    side = _Ratings(rows, cols, r, n_rows, len(others))
+    side = Ratings(rows, cols, r, n_rows, len(others))
     t = torch.from_numpy
     draws, means, errors = draw_rows(side, t(others), t(a), t(b), t(prec), t(prec @ mean), t(noise))
     for u in range(n_rows):
@@ -46,7 +46,7 @@ def test_draw_rows_is_the_gaussian_conditional():
 
 def test_ratings_sides_hold_each_rating_once():
     rows, cols, r, others, *_ = _case(1)
-    side = _Ratings(rows, cols, r, 5, len(others))
+    side = Ratings(rows, cols, r, 5, len(others))
     dense = np.zeros((5, len(others)))
     dense[rows, cols] = r
     np.testing.assert_allclose(side.ratings.to_dense().numpy(), dense)

@@ -10,8 +10,8 @@ from collabkit import Recommender
 from collabkit.cli import main
 from collabkit.data import random_split
 from collabkit.metrics import rmse
-from collabkit.training.bayes import draw_rows
-from collabkit.training.bayes_svdpp import Implicit, SVDppConfig, _bias_draw, _Side
+from collabkit.training.bayes import Ratings, draw_rows
+from collabkit.training.bayes_svdpp import Implicit, SVDppConfig, _bias_draw
 from collabkit.training.recipe import PRESETS, TrainConfig, train
 
 
@@ -85,7 +85,7 @@ def test_rows_draw_with_a_prior_mean_per_row():
     rows = np.array([0, 0, 1, 2, 2], dtype=np.int64)
     cols = np.array([1, 0, 2, 0, 1], dtype=np.int64)
     d = 2
-    side = _Side(rows, cols, 3, 3)
+    side = Ratings(rows, cols, np.zeros(5), 3, 3)
     targets = rng.normal(size=5)
     side.set_targets(torch.from_numpy(targets))
     others, a, b = rng.normal(size=(3, d)), rng.gamma(2.0, size=3), rng.gamma(2.0, size=3)

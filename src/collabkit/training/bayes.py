@@ -42,7 +42,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,31 +104,30 @@ class BayesConfig:
         return model
 
 
-class RatingSide(Protocol):
-    """What :func:`draw_rows` reads of one side of the ratings: sparse CSR (rows × columns) matrices of the
-    pattern, the ratings and their squares (:class:`_Ratings` here, ``bayes_svdpp._Side`` there)."""
-
-    ones: torch.Tensor
-    ratings: torch.Tensor
-    squares: torch.Tensor
-
-
-class _Ratings:
-    """The centred ratings seen from one side (rows × columns): sparse CSR matrices of the
-    pattern (ones), the ratings and their squares, each row's ratings contiguous."""
+class Ratings:
+    """The ratings seen from one side (rows × columns): sparse CSR matrices of the pattern (``ones``), the
+    targets (``ratings``) and their squares, each row's entries contiguous; what :func:`draw_rows` reads.
+    :meth:`set_targets` replaces the targets, as the SVD++ sampler does every sweep."""
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int) -> None:
-        order = np.argsort(rows, kind="stable")
+        self.order = torch.from_numpy(np.argsort(rows, kind="stable"))
         counts = np.bincount(rows, minlength=n_rows)
-        crow = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-        col = torch.from_numpy(cols[order].astype(np.int64))
-        ratings = torch.from_numpy(np.ascontiguousarray(values[order], dtype=np.float64))
+        self.crow = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        self.col = torch.from_numpy(cols.astype(np.int64))[self.order]
+        self.shape = (n_rows, n_cols)
+        self.counts = counts.astype(np.float64)
+        self.ones = self._csr(torch.ones(len(rows), dtype=torch.float64))
+        self.set_targets(torch.from_numpy(np.asarray(values, dtype=np.float64)))
+
+    def _csr(self, values: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # torch calls its sparse CSR support "beta"; these products are all we use
             warnings.simplefilter("ignore", UserWarning)
-            def csr(v): return torch.sparse_csr_tensor(crow, col, v, (n_rows, n_cols), check_invariants=False)
-            self.ones, self.ratings, self.squares = csr(torch.ones_like(ratings)), csr(ratings), csr(ratings**2)
-        self.values = ratings  # in row order
-        self.counts = counts.astype(np.float64)
+            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+
+    def set_targets(self, values: torch.Tensor) -> None:
+        """The targets of the pairs, given in the caller's pair order."""
+        self.values = values[self.order]  # in row order
+        self.ratings, self.squares = self._csr(self.values), self._csr(self.values * self.values)
 
 
 def _packed_outer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -137,7 +136,7 @@ def _packed_outer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def draw_rows(
-    side: RatingSide, others: torch.Tensor, a: torch.Tensor, b: torch.Tensor, prec: torch.Tensor,
+    side: Ratings, others: torch.Tensor, a: torch.Tensor, b: torch.Tensor, prec: torch.Tensor,
     prec_mean: torch.Tensor, noise: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every row's draw from its Gaussian conditional.
@@ -192,7 +191,7 @@ def normal_wishart(rows: np.ndarray, beta0: float, z: np.ndarray, chi2: np.ndarr
 
 
 def gibbs_sweep(
-    by_user: _Ratings, by_item: _Ratings, U: torch.Tensor, V: torch.Tensor, g: torch.Tensor, h: torch.Tensor,
+    by_user: Ratings, by_item: Ratings, U: torch.Tensor, V: torch.Tensor, g: torch.Tensor, h: torch.Tensor,
     alpha: float, unit_gamma: np.ndarray, normals: np.ndarray, noise_prior: float, beta0: float,
 ):
     """One sweep (see the module's docstring); returns the new ``(U, V, V_mean, g, h, alpha)``,
@@ -259,8 +258,8 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     n_users, n_items, n = model.u_weight.num_embeddings, model.i_weight.num_embeddings, len(ratings)
     mu = float(ratings.mean())
     centred = ratings.numpy() - mu
-    by_user = _Ratings(users, items, centred, n_users, n_items)
-    by_item = _Ratings(items, users, centred, n_items, n_users)
+    by_user = Ratings(users, items, centred, n_users, n_items)
+    by_item = Ratings(items, users, centred, n_items, n_users)
     d, c = config.n_factors, config.noise_prior
     U = torch.from_numpy(config.init_std * rng.standard_normal((n_users, d)))
     V = torch.from_numpy(config.init_std * rng.standard_normal((n_items, d)))

@@ -53,6 +53,7 @@ from collabkit.errors import TrainingDivergedError
 from collabkit.training.bayes import (
     BayesConfig,
     GibbsSolver,
+    Ratings,
     draw_rows,
     normal_wishart,
     report_chain,
@@ -82,30 +83,6 @@ class SVDppConfig(BayesConfig):
     biases: bool = field(default=True, metadata={"option": False})
 
 
-class _Side:
-    """The ratings seen from one side (rows × columns) as sparse CSR matrices whose values are reset every
-    sweep: the pattern (``ones``), the targets (``ratings``) and their squares, what ``draw_rows`` reads."""
-
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> None:
-        self.order = torch.from_numpy(np.argsort(rows, kind="stable"))
-        counts = np.bincount(rows, minlength=n_rows)
-        self.crow = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-        self.col = torch.from_numpy(cols.astype(np.int64))[self.order]
-        self.shape = (n_rows, n_cols)
-        self.counts = counts.astype(np.float64)
-        self.ones = self._csr(torch.ones(len(rows), dtype=torch.float64))
-
-    def _csr(self, values: torch.Tensor) -> torch.Tensor:
-        with warnings.catch_warnings():  # torch calls its sparse CSR support "beta"; these products are all we use
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
-
-    def set_targets(self, values: torch.Tensor) -> None:
-        """The targets of the pairs, given in the caller's pair order."""
-        mine = values[self.order]
-        self.ratings, self.squares = self._csr(mine), self._csr(mine * mine)
-
-
 class Implicit:
     """``X_uj = |N(u)|^-½`` for the pairs (u, j) given (duplicates count once) and its thin SVD: the
     implicit term of every row is ``X @ Y``, and :meth:`draw` draws Y given the rows' effective vectors."""
@@ -120,7 +97,7 @@ class Implicit:
         X = torch.from_numpy(dense)
         # the thin SVD from the eigenvectors of the smaller Gram matrix (XXᵀ or XᵀX): several times faster
         wide = n_rows <= n_cols
-        with warnings.catch_warnings():  # torch's sparse CSR "beta" warning, as in _Side
+        with warnings.catch_warnings():  # torch's sparse CSR "beta" warning, as in Ratings
             warnings.simplefilter("ignore", UserWarning)
             self.X = X.to_sparse_csr()
             gram = self.X @ X.T if wide else torch.from_numpy(np.ascontiguousarray(dense.T)).to_sparse_csr() @ X
@@ -177,7 +154,8 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
     n_users, n_items, n = model.u_weight.num_embeddings, model.i_weight.num_embeddings, len(ratings)
     mu = float(ratings.mean())
     centred = ratings - mu
-    by_user, by_item = _Side(users, items, n_users, n_items), _Side(items, users, n_items, n_users)
+    zeros = np.zeros(len(users))  # (the targets are set every sweep)
+    by_user, by_item = Ratings(users, items, zeros, n_users, n_items), Ratings(items, users, zeros, n_items, n_users)
     imp_users, imp_items = (users, items) if implicit_pairs is None else implicit_pairs
     started = time.perf_counter()
     user_side = Implicit(imp_users, imp_items, n_users, n_items) if config.user_implicit else None
