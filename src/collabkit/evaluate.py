@@ -76,11 +76,12 @@ def evaluate(
         if rec.interactions is None:
             raise DataError("this model was saved without its training pairs: pass the training table too")
         inter, history = rec.interactions, None
-        train_frame = pd.DataFrame({"user": rec.users.ids[inter.row_users()], "item": rec.items.ids[inter.indices],
-                                    "rating": inter.values - np.float32(inter.offset)})
+        pairs = np.stack([inter.row_users(), inter.indices], axis=1)  # already the model's rows
+        seen = RatingHistory.from_pairs(pairs, pairs, inter.values - np.float32(inter.offset), len(rec.users),
+                                        len(rec.items))
     else:
         train_frame = validate_ratings(train_frame, duplicates="keep")
-        history = _training_history(rec, train_frame)
+        history = seen = _training_history(rec, train_frame)
     users, items = test_frame.iloc[:, 0].to_numpy(), test_frame.iloc[:, 1].to_numpy()
     truth = test_frame.iloc[:, 2].to_numpy(dtype=np.float64)
     u_rows = rec.users.index(rec.users.parse(users))
@@ -106,7 +107,7 @@ def evaluate(
     relevant = np.flatnonzero(liked & u_known & i_known)
     if len(relevant):
         scored_users, user_index = np.unique(u_rows[relevant], return_inverse=True)
-        exclusion = history if history is not None else _training_history(rec, train_frame)
+        exclusion = seen
         popular = _popularity(rec, exclusion)
         for target, model, how in ((values, rec, rank_by), (baseline, popular, "ranking")):
             scores, top = model.top_n(scored_users, n=k, exclude=exclusion, rank_by=how)
