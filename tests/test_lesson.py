@@ -165,6 +165,27 @@ def test_from_csv_takes_from_dfs_keywords_and_keeps_repeats(planted, tmp_path):
     assert dls.train.n + dls.valid.n == len(table) + 10 and dls.train.bs == 32 and dls.valid.bs == 999
 
 
+def test_the_data_cell_loads_the_fits_compiled_loop_in_the_background(dls):
+    """from_df starts loading the fused loop; the lesson's fit then finds it loaded for the argument types it passes
+    (no second compile), and the loading thread draws no random number from torch's global generator."""
+    from collabkit.training import fused, kernels
+
+    assert fused._loading is not None  # the fixture's from_df started it
+    fused._loading.join(timeout=120)
+    loaded = set(kernels.dot_bias_adam_steps.signatures)
+    assert loaded
+    learn = Learner(dls, DotProductBias(len(dls.classes["user"]), len(dls.classes["title"]), 8, y_range=(0, 5.5)),  # noqa: F405
+                    loss_func=MSELossFlat())
+    learn.fit_one_cycle(1, 5e-3, wd=0.1)
+    assert set(kernels.dot_bias_adam_steps.signatures) == loaded
+
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    fused._load_loop()  # what the thread runs
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_weight_decay_as_the_notes_add_it(dls, lesson_dls):
     """wd=0.1 trains, and it does decay: the same model from the same start and batches, without it,
     ends with larger weights (Σp², what the notes' penalty adds to the loss)."""

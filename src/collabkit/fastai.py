@@ -41,6 +41,7 @@ from collabkit.models import DotProductBias, Embedding, EmbeddingNN, Module, cre
 from collabkit.models.nn import emb_sz_rule
 from collabkit.training import Adam, Learner, MSELossFlat
 from collabkit.training.callbacks import Callback, CancelFitException, EarlyStoppingCallback, SaveModelCallback
+from collabkit.training.fused import load_in_background
 
 __all__ = [
     "F",
@@ -120,6 +121,8 @@ class CollabDataLoaders(_core.CollabDataLoaders):
             device=device,
         )
         dls.path = Path(path)
+        if dls.train.x.device.type == "cpu":
+            load_in_background()  # the lesson's fit comes cells later: its compiled loop loads meanwhile
         return dls
 
     def show_batch(self, max_n: int = 9) -> None:

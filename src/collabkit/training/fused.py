@@ -21,6 +21,8 @@ optimizer, a non-CPU device, amsgrad, ...), and the Learner takes the plain loop
 
 from __future__ import annotations
 
+import logging
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -30,6 +32,8 @@ from torch import nn
 
 from collabkit.models.dot import is_stock_dot_bias
 from collabkit.models.layers import sigmoid_range
+
+log = logging.getLogger(__name__)
 
 STEPS_PER_CALL = 256
 """Steps per compiled call: callbacks and the progress bar hear of the batches in runs of this many."""
@@ -213,3 +217,42 @@ class FusedDotBiasAdam:
                 for k in range(first, first + count):
                     after_batch(k)
         return losses
+
+
+_loading: threading.Thread | None = None
+_loading_lock = threading.Lock()
+
+
+def load_in_background() -> None:
+    """Start loading the compiled loop in a daemon thread, once per process; returns at once.
+
+    Loading it (numba's import, then its cached machine code) takes about 0.6 s
+    of the first fit in a process. The lesson's data cell calls this
+    (``collabkit.fastai.CollabDataLoaders.from_df``), so that by the time the
+    notebook reaches its first fit, cells later, the loop is ready. A fit that
+    starts sooner waits for the load where it would have done it itself.
+    """
+    global _loading
+    with _loading_lock:
+        if _loading is None:
+            _loading = threading.Thread(target=_load_loop, name="collabkit-load-loop", daemon=True)
+            _loading.start()
+
+
+def _load_loop() -> None:
+    """Steps on a two-user table of zeros: the first call loads the loop for the argument types every fit passes.
+
+    Nothing here draws a random number: the thread runs beside the user's code,
+    which owns torch's global generator.
+    """
+    from collabkit.training.optim import AdamW  # torch's, built without importing torch._dynamo
+
+    try:
+        params = [torch.zeros(2, 4, requires_grad=True), torch.zeros(2, 4, requires_grad=True),
+                  torch.zeros(2, 1, requires_grad=True), torch.zeros(2, 1, requires_grad=True)]
+        opt = AdamW(params, lr=1e-3)
+        fused = FusedDotBiasAdam(DotBiasTables(*params, y_range=(0.0, 5.0)), opt, opt.param_groups[0])
+        x = torch.tensor([[0, 0], [1, 1]], dtype=torch.int32)  # the loaders' index dtype
+        fused.steps(x, torch.ones(2), torch.arange(2), 0, 2, [1e-3], [0.9])
+    except Exception:  # noqa: BLE001 - only a head start: the fit loads the loop itself and reports any error there
+        log.debug("loading the compiled loop in the background failed", exc_info=True)
