@@ -177,3 +177,26 @@ def test_too_few_sweeps_for_the_presets_burn_in_is_one_clear_line(planted, tmp_p
     err = capsys.readouterr().err
     assert f"discards its first {burn_in} sweeps (burn-in); give --sweeps above {burn_in}" in err
     assert err.count("\n") == 1
+
+
+def test_data_too_large_for_the_dense_implicit_matrix_is_refused_before_training(planted, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """The implicit sets' SVD is of a dense users × items matrix: data past its limit is one line, not an
+    out-of-memory kill after minutes (the limit is lowered here to the planted data's size)."""
+    from collabkit.training import bayes_svdpp
+
+    path = tmp_path / "ratings.csv"
+    sample = planted.sample(500, random_state=0)
+    sample.to_csv(path, index=False)
+    n_users, n_items = sample["user"].nunique(), sample["item"].nunique()
+    monkeypatch.setattr(bayes_svdpp, "DENSE_CELLS", n_users * n_items - 1)
+    monkeypatch.setattr(bayes_svdpp.Implicit, "__init__", lambda *a: pytest.fail("built the dense matrix"))
+    assert main(["train", "--data", str(path), "--preset", "accurate", "--valid-pct", "0", "--out",
+                 str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert f"{n_users:,} users × {n_items:,} items is more than its limit" in err
+    assert "default preset" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+    monkeypatch.undo()  # under the real limit the same data trains
+    assert main(["train", "--data", str(path), "--preset", "accurate", "--sweeps", "60", "--valid-pct", "0",
+                 "--no-progress"]) == 0

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from collabkit.errors import TrainingDivergedError
+from collabkit.errors import ConfigError, TrainingDivergedError
+from collabkit.models import DotProductBias
 from collabkit.training.bayes import (
     BayesConfig,
     GibbsSolver,
@@ -81,6 +82,21 @@ class SVDppConfig(BayesConfig):
     user_implicit: bool = field(default=True, metadata={"option": False})  # P_u holds |N(u)|^-½ Σ y_j
     item_implicit: bool = field(default=True, metadata={"option": False})  # Q_i holds |M(i)|^-½ Σ z_v ("flipped")
     biases: bool = field(default=True, metadata={"option": False})
+
+
+DENSE_CELLS = 100_000_000
+"""The most users × items cells :class:`Implicit` builds densely (0.8 GB of float64, and several copies on the
+way to its SVD): ml-1m's 22M cells fit, ml-10m's 746M do not."""
+
+
+def check_size(n_users: int, n_items: int) -> None:
+    """Refuse, in one line, data too large for the dense SVD of the implicit sets (before any is built)."""
+    if n_users * n_items > DENSE_CELLS:
+        raise ConfigError(
+            f"the accurate preset (solver bayes-svdpp) builds a dense users × items matrix, and {n_users:,} users "
+            f"× {n_items:,} items is more than its limit of {DENSE_CELLS:,} cells; train data this size with the "
+            "default preset (solver bayes)"
+        )
 
 
 class Implicit:
@@ -147,6 +163,7 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
     recorder gets a row ``[train_mse, valid_mse, *metrics]`` of the posterior mean so far.
     """
     model = config.checked_model(learn.model, "fit_bayes_svdpp")
+    check_size(model.u_weight.num_embeddings, model.i_weight.num_embeddings)
     rng = np.random.default_rng(seed)
     train, valid = learn.dls.train, learn.dls.valid
     users, items = train.x[:, 0].cpu().numpy().astype(np.int64), train.x[:, 1].cpu().numpy().astype(np.int64)
@@ -257,6 +274,10 @@ class SVDppSolver(GibbsSolver):
 
     name = "bayes-svdpp"
     settings_class = SVDppConfig
+
+    def build_model(self, settings: BayesConfig, n_users: int, n_items: int, ratings: np.ndarray) -> DotProductBias:
+        check_size(n_users, n_items)
+        return super().build_model(settings, n_users, n_items, ratings)
 
     def fit(self, learn, settings: BayesConfig, seed: int, lr: float | None = None, checkpoint=None) -> None:
         assert isinstance(settings, SVDppConfig)
