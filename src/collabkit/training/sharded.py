@@ -54,7 +54,8 @@ from collabkit.models import DotProductBias
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'collabkit[distributed]' (TorchRec with fbgemm-gpu-cpu; on CUDA, fbgemm-gpu instead)"
+INSTALL_HINT = ("pip install 'collabkit[distributed]' && pip install --no-deps 'torchrec>=1.8,<1.9' "
+                "(on CUDA: pip install torchrec fbgemm-gpu)")
 
 FACTORS = ("user_factors", "item_factors")
 BIASES = ("user_bias", "item_bias")
