@@ -412,7 +412,8 @@ class Learner:
         """``[valid_loss, *metrics]`` from this rank's share of the validation predictions (the multi-process
         half of :meth:`validate`, also called by solvers that predict through tables of their own)."""
         err = (preds.double() - targs.double())
-        sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(), torch.tensor(float(len(err)))]))
+        sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(),
+                                                  torch.tensor(float(len(err)), dtype=err.dtype, device=err.device)]))
         sse, sae, n = (float(v) for v in sums)
         by_sums = {metric_fns.rmse: math.sqrt(sse / n), metric_fns.mae: sae / n, metric_fns.mse: sse / n}  # by identity
         out = [sse / n if isinstance(self.loss_func, MSELossFlat) else None]

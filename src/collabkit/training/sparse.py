@@ -27,7 +27,11 @@ read in runs while the order still changes. On other
 devices (CUDA), each batch of ``bs`` ratings is one step of :class:`RowAdagrad`
 in torch ops, so everything stays on the device. Both reach the same fit
 (``tests/test_sparse.py``); with more than one thread the CPU engine is not
-bit-for-bit repeatable, because the threads' updates interleave.
+bit-for-bit repeatable, because the threads' updates interleave. The torch
+engine also runs on the CPU when a run writes or resumes a checkpoint (the
+compiled loop has no batch position to save). In several processes a third
+engine, :class:`~collabkit.training.sharded.ShardedEngine`, shards the tables
+row-wise on TorchRec and takes the torch engine's steps on global batches.
 
 μ is the mean training rating, kept apart during training and folded into the
 user biases at the end, so the result is an ordinary ``DotProductBias``
