@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -137,7 +138,9 @@ class ShardedTables:
         require_torchrec()
         from torchrec.distributed import DistributedModelParallel
         from torchrec.distributed.embedding import EmbeddingCollectionSharder
-        from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+        from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+        from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+        from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
         from torchrec.distributed.types import ShardingType
         from torchrec.optim import RowWiseAdagrad
         from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -157,9 +160,13 @@ class ShardedTables:
             step = math.sqrt(table.scale)
             apply_optimizer_in_backward(RowWiseAdagrad, [param], {"lr": lr * step, "eps": eps * step})
         sharder = EmbeddingCollectionSharder()
-        topology = Topology(world_size=self.world, compute_device=self.device.type)
+        topology = TopologyFactory.create_topology(
+            TrainerConfig(world_size=self.world, local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", self.world))),
+            kernel_config=KernelConfig(compute_device=self.device.type),
+        )
         constraints = {name: ParameterConstraints(sharding_types=[ShardingType.ROW_WISE.value]) for name in self.tables}
-        planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+        planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints,
+                                           storage_reservation=FixedPercentageStorageReservation(0.15))
         self.plan = planner.collective_plan(module, [sharder], torch.distributed.group.WORLD)
         self.module = DistributedModelParallel(module, device=self.device, plan=self.plan, sharders=[sharder],
                                                init_data_parallel=False)
