@@ -32,11 +32,12 @@ the same objective with the same gradients, not an approximation of it:
   a learning rate of ``lr·√(w/D)`` and ``eps·√(w/D)``, every step equals the
   local one; the accumulator read back is multiplied by ``D/w``.
 
-:class:`ShardedTables` owns the sharded module; :func:`gather` brings the
-tables (and accumulators) back whole, on every rank, by an all-reduce of
-zero-filled full tensors, each rank filling its own rows: simple and
-order-free, and it costs every rank the full tables in memory and about twice
-their bytes on the wire. It runs for each checkpoint and once at the end.
+:class:`ShardedTables` owns the sharded module; :meth:`ShardedTables.gather`
+brings the tables (and accumulators) back whole from zero-filled full tensors,
+each rank filling its own rows, summed over the ranks: simple and order-free.
+For a checkpoint the sum is a reduce to rank 0, which writes it; at the end an
+all-reduce, so that every rank holds the trained model (the CLI checks that
+they agree). Either costs every rank the full tables in memory.
 """
 
 from __future__ import annotations
@@ -202,8 +203,10 @@ class ShardedTables:
                     lo, n = shard.metadata.shard_offsets[0], shard.metadata.shard_sizes[0]
                     shard.tensor.copy_(accumulators[name][lo : lo + n] * table.scale)
 
-    def gather(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The whole tables (unpadded) and local-solver accumulators, on every rank (an all-reduce of each)."""
+    def gather(self, everyone: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The whole tables (unpadded) and local-solver accumulators: on every rank (an all-reduce of each), or
+        with ``everyone=False`` on rank 0 only (a reduce; the other ranks get partial tables)."""
+        combine = distributed.all_reduce_sum if everyone else _reduce_to_main
         tables, accumulators = {}, {}
         for name, (weights, accs) in self._local().items():
             table = self.tables[name]
@@ -215,7 +218,7 @@ class ShardedTables:
             for shard in accs:
                 lo, n = shard.metadata.shard_offsets[0], shard.metadata.shard_sizes[0]
                 acc[lo : lo + n] = shard.tensor / table.scale
-            tables[name], accumulators[name] = distributed.all_reduce_sum(full), distributed.all_reduce_sum(acc)
+            tables[name], accumulators[name] = combine(full), combine(acc)
         return tables, accumulators
 
     def bytes_per_rank(self) -> list[int]:
@@ -249,6 +252,13 @@ class ShardedTables:
     @torch.no_grad()
     def predict(self, users: torch.Tensor, items: torch.Tensor, mu: float) -> torch.Tensor:
         return self.predict_parts(users, items, mu)[1]
+
+
+def _reduce_to_main(values: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum over ranks, on rank 0 (in place; other ranks keep partial sums)."""
+    if distributed.world_size() > 1:
+        torch.distributed.reduce(values, dst=0, op=torch.distributed.ReduceOp.SUM)
+    return values
 
 
 def _full_tables(model: DotProductBias) -> dict[str, torch.Tensor]:
@@ -297,8 +307,9 @@ class ShardedEngine:
         return learn.reduce_metrics(torch.cat(preds), y)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The whole tables and accumulators under the local solver's names (gathered from every rank)."""
-        tables, accs = self.tables.gather()
+        """The whole tables and accumulators under the local solver's names, on rank 0 (the one that writes them;
+        a collective: every rank calls it)."""
+        tables, accs = self.tables.gather(everyone=False)
         return _as_model_tables(tables), {LOCAL_NAMES[name]: acc for name, acc in accs.items()}
 
     def load(self, tables: dict[str, torch.Tensor], accumulators: dict[str, torch.Tensor]) -> None:
