@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--bs", type=int, default=65536)
     parser.add_argument("--k", type=int, default=64)
     parser.add_argument("--budget-s", type=float, default=240.0)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: a smoke test of this script (e.g. --size 0.2M) where there is no GPU")
     args = parser.parse_args()
 
     from collabkit import CollabDataLoaders, DotProductBias, Learner, distributed
@@ -52,9 +54,15 @@ def main() -> None:
     from collabkit.training.sharded import ShardedEngine
     from collabkit.training.sparse import _INITIAL_ACC, _TorchEngine
 
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.cuda.set_device(device)
-    distributed.init(device, "nccl")
+    cuda = args.device == "cuda"
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    distributed.init(device, "nccl" if cuda else "gloo")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
     n = int(float(args.size.rstrip("M")) * 1_000_000)
     n_users, n_items = n // 100, n // 500
     started = time.perf_counter()
@@ -85,18 +93,19 @@ def main() -> None:
         for _ in range(args.epochs):
             if time.perf_counter() > budget_end:
                 break
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             sse, count = engine.epoch(mu, args.bs, lambda k: None)
-            torch.cuda.synchronize()
+            sync()
             times.append(time.perf_counter() - t0)
             mses.append(sse / max(count, 1))
         del learn
         results.append({"engine": engine_name, "world_size": distributed.world_size() if engine_name == "torchrec" else 1,
                         "ratings": n, "bs": args.bs, "epoch_s": [round(t, 2) for t in times],
                         "ratings_per_s": round(n / min(times)) if times else None, "train_mse": mses,
-                        "generate_s": round(generate_s, 1), "gpu": torch.cuda.get_device_name(device),
-                        "peak_gpu_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2)})
+                        "generate_s": round(generate_s, 1),
+                        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+                        "peak_gpu_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2) if cuda else None})
     if distributed.is_main():
         for row in results:
             print(json.dumps(row), flush=True)
