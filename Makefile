@@ -9,7 +9,11 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,distributed]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps torchrec
+	@# exactly one fbgemm build: torchrec's metadata names fbgemm-gpu, which would shadow fbgemm-gpu-cpu
+	@test "$$($(BIN)/python -m pip list 2>/dev/null | grep -ci '^fbgemm')" = 1 || { echo "more than one fbgemm package in $(VENV)"; exit 1; }
+	$(BIN)/python -c "import torchrec"
 	touch $(STAMP)
 
 install: $(STAMP)

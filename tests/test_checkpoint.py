@@ -57,12 +57,43 @@ def test_a_bad_checkpoint_is_named(planted, tmp_path):
         other.resume(tmp_path / "ck.pt")
 
 
-@pytest.mark.parametrize("solver", ["bayes", "sparse"])
-def test_recipe_fit_refuses_a_checkpoint_for_solvers_that_cannot_resume(planted, tmp_path, solver):
-    from collabkit.training.recipe import TrainConfig, fit, prepare
+def test_recipe_fit_refuses_a_checkpoint_for_solvers_that_cannot_resume(planted, tmp_path):
+    from collabkit.training.recipe import TrainConfig, fit, prepare, resume
 
-    config = TrainConfig(solver=solver, n_factors=4, **({"sweeps": 3, "burn_in": 1} if solver == "bayes" else {"epochs": 1}))
+    config = TrainConfig(solver="bayes", n_factors=4, sweeps=3, burn_in=1)
     learn = prepare(config, planted.iloc[:500], planted.iloc[500:600])
-    with pytest.raises(ValueError, match=f"checkpoints apply to the sgd solver; this config's solver is '{solver}'"):
+    message = "checkpoints apply to the sgd and sparse solvers; this config's solver is 'bayes'"
+    with pytest.raises(ValueError, match=message):
         fit(learn, config, checkpoint=tmp_path / "ck.pt")
+    with pytest.raises(ValueError, match=message):
+        resume(learn, config, tmp_path / "ck.pt")
     assert not (tmp_path / "ck.pt").exists()
+
+
+def test_a_sparse_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_does(planted, tmp_path):
+    """One process: the checkpoint of epoch 2 of 4 (torch's engine, global batches), resumed, ends with the weights
+    of the run that never stopped; the epoch table is continued, not restarted."""
+    import torch
+
+    from collabkit.training.callbacks import Callback, CancelFitException
+    from collabkit.training.recipe import TrainConfig, fit, prepare, resume
+
+    class StopAfterTwo(Callback):
+        def after_epoch(self, learn, epoch):
+            if epoch == 1:
+                raise CancelFitException
+
+    config = TrainConfig(solver="sparse", n_factors=4, epochs=4, bs=128)
+    whole = prepare(config, planted.iloc[:2000], planted.iloc[2000:2400])
+    fit(whole, config, checkpoint=tmp_path / "whole.pt")
+    stopped = prepare(config, planted.iloc[:2000], planted.iloc[2000:2400], cbs=[StopAfterTwo()])
+    fit(stopped, config, checkpoint=tmp_path / "ck.pt")
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["epochs_done"] == 2
+    resumed = prepare(config, planted.iloc[:2000], planted.iloc[2000:2400])
+    resume(resumed, config, tmp_path / "ck.pt")
+    assert len(resumed.recorder.values) == 4
+    for a, b in zip(resumed.model.parameters(), whole.model.parameters()):
+        torch.testing.assert_close(a, b)
+    other = TrainConfig(solver="sparse", n_factors=4, epochs=4, bs=256)
+    with pytest.raises(ValueError, match="resume with the same settings"):
+        resume(prepare(other, planted.iloc[:2000], planted.iloc[2000:2400]), other, tmp_path / "ck.pt")

@@ -53,7 +53,8 @@ from collabkit.models import DotProductBias
 from collabkit.models.registry import RANKERS
 from collabkit.recommend import RANK_BY, Recommender
 from collabkit.training import WD_MODES, ProgressCallback
-from collabkit.training.recipe import MODELS, PRESETS, SOLVERS, TrainConfig, fit, prepare
+from collabkit.training.recipe import MODELS, PRESETS, SOLVERS, TrainConfig, fit, prepare, resume
+from collabkit.training.solvers import multiprocess
 from collabkit.training.solvers import options as solver_options
 
 log = logging.getLogger("collabkit")
@@ -457,8 +458,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and not args.resume:
         check_output_file(args.checkpoint)
     several = args.nproc > 1 or distributed.launched_by_torchrun()
-    if config.solver != "sgd" and (args.lr_find or args.checkpoint or several):
-        raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
+    solver = SOLVERS[config.solver]
+    if config.solver != "sgd" and args.lr_find:
+        raise CliError("--lr-find applies to the sgd solver (e.g. --preset lesson)")
+    if (args.checkpoint and not solver.resumable) or (several and not multiprocess(solver)):
+        raise CliError("--checkpoint and --nproc apply to the sgd and sparse solvers (e.g. --preset lesson)")
+    if several and config.solver == "sparse":
+        from collabkit.training.sharded import require_torchrec
+
+        require_torchrec()  # before any worker starts
     if config.patience is not None:
         _check_early_stop(args, several)
     if args.nproc > 1 and not distributed.launched_by_torchrun():
@@ -592,8 +600,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, device: torch.device) 
     elif config.solver == "bayes-svdpp":
         print(f"Bayesian SVD++ by Gibbs sampling: {settings.sweeps} sweeps, {settings.burn_in} burn-in, every "
               f"{settings.thin} kept, {settings.n_factors} factors; a row per {settings.report_every} sweeps")
-    elif args.resume:  # (the non-sgd solvers were refused --resume and --lr-find in cmd_train)
-        learn.resume(args.checkpoint)
+    elif args.resume:  # (the solvers that cannot resume were refused --checkpoint in cmd_train)
+        resume(learn, config, args.checkpoint)
     elif args.lr_find:
         lr_curve = learn.lr_find(show_plot=False)
         print(f"lr_find suggests lr {lr_curve.valley:.2e} (valley)")

@@ -1,8 +1,10 @@
 """Multi-process training on ``torch.distributed``: the process group, reductions, and the launcher.
 
 collabkit uses PyTorch's own machinery: ``torchrun`` (``torch.distributed.run``)
-starts the workers, ``DistributedDataParallel`` averages the gradients, gloo
-carries them on CPU and nccl on GPU. Nothing here is a cluster of its own.
+starts the workers, ``DistributedDataParallel`` averages the sgd solver's
+gradients, TorchRec shards the sparse solver's tables
+(:mod:`collabkit.training.sharded`), gloo carries them on CPU and nccl on GPU.
+Nothing here is a cluster of its own.
 
 * :func:`launch` is what ``collabkit train --nproc N`` calls: torchrun with
   ``--standalone`` and ``-m collabkit``, so it is the same as

@@ -202,6 +202,8 @@ class Learner:
     def resume(self, path: str, cbs=None) -> None:
         """Continue the run saved in checkpoint ``path`` where it stopped, writing further checkpoints there."""
         state = load_checkpoint(path)
+        if "schedule" not in state:
+            raise ModelFileError(f"{str(path)!r} is a checkpoint of --solver {state.get('solver')}, not of the sgd solver")
         self._run(state["n_epoch"], ScheduleSpec(**state["schedule"]), state["wd"], cbs, path, resume=state)
 
     def _run(
@@ -404,9 +406,14 @@ class Learner:
             preds, targs = self.get_preds(ds_idx=1)
             loss = float(self.loss_func(preds, targs))
             return [loss, *(float(m(preds, targs)) for m in self.metrics)]
-        preds, targs = self.get_preds(dl=self.valid_share())
+        return self.reduce_metrics(*self.get_preds(dl=self.valid_share()))
+
+    def reduce_metrics(self, preds: torch.Tensor, targs: torch.Tensor) -> list[float]:
+        """``[valid_loss, *metrics]`` from this rank's share of the validation predictions (the multi-process
+        half of :meth:`validate`, also called by solvers that predict through tables of their own)."""
         err = (preds.double() - targs.double())
-        sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(), torch.tensor(float(len(err)))]))
+        sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(),
+                                                  torch.tensor(float(len(err)), dtype=err.dtype, device=err.device)]))
         sse, sae, n = (float(v) for v in sums)
         by_sums = {metric_fns.rmse: math.sqrt(sse / n), metric_fns.mae: sae / n, metric_fns.mse: sse / n}  # by identity
         out = [sse / n if isinstance(self.loss_func, MSELossFlat) else None]

@@ -156,8 +156,16 @@ def train(
 
 def fit(learn: Learner, config: TrainConfig, lr: float | None = None, checkpoint=None) -> None:
     """Run ``config``'s solver on a learner made by :func:`prepare` (``lr`` overrides the config's;
-    ``checkpoint`` applies to the solvers that save and resume epochs: sgd)."""
+    ``checkpoint`` applies to the solvers that save and resume epochs: sgd, sparse)."""
     solver = SOLVERS[config.solver]
     if checkpoint is not None and not solver.resumable:
-        raise ConfigError(f"checkpoints apply to the sgd solver; this config's solver is {config.solver!r}")
+        raise ConfigError(f"checkpoints apply to the sgd and sparse solvers; this config's solver is {config.solver!r}")
     solver.fit(learn, config.settings(), config.seed, lr=lr, checkpoint=checkpoint)
+
+
+def resume(learn: Learner, config: TrainConfig, checkpoint) -> None:
+    """Continue the run of ``config`` saved in ``checkpoint`` (by :func:`fit`), writing further checkpoints there."""
+    solver = SOLVERS[config.solver]
+    if not (solver.resumable and isinstance(solver, solvers.Resumes)):
+        raise ConfigError(f"checkpoints apply to the sgd and sparse solvers; this config's solver is {config.solver!r}")
+    solver.resume(learn, config.settings(), config.seed, checkpoint)

@@ -65,6 +65,7 @@ class SGDSolver:
     settings_class = SGDConfig
     renamed: dict[str, str] = {}
     resumable = True
+    multiprocess = True  # DistributedDataParallel
 
     def build_model(self, settings: SGDConfig, n_users: int, n_items: int, ratings: np.ndarray) -> nn.Module:
         y_range = settings.y_range if settings.y_range is not None else default_y_range(ratings)
@@ -85,5 +86,8 @@ class SGDSolver:
                             cbs=stop)
 
 
-SGD = SGDSolver()
+    def resume(self, learn, settings: SGDConfig, seed: int, checkpoint) -> None:
+        learn.resume(checkpoint)
 
+
+SGD = SGDSolver()

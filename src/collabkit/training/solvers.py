@@ -14,7 +14,7 @@ it does not read, ``train``, ``cv`` and the estimators pick it up from there.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from torch import nn
@@ -61,6 +61,21 @@ class Solver(Protocol):
     def fit(self, learn: Learner, settings: Any, seed: int, lr: float | None = None, checkpoint=None) -> None:
         """Fit ``learn.model`` (``lr``: a learning rate found by ``lr_find``, where the solver has one)."""
         ...
+
+
+@runtime_checkable
+class Resumes(Protocol):
+    """What a solver with ``resumable = True`` provides besides :class:`Solver`'s methods. Such a solver may also
+    set ``multiprocess = True``: it trains under ``--nproc``/torchrun (the sgd solver by DDP, sparse on TorchRec)."""
+
+    def resume(self, learn: Learner, settings: Any, seed: int, checkpoint) -> None:
+        """Continue the run saved in ``checkpoint`` (written by :meth:`Solver.fit`), writing further ones there."""
+        ...
+
+
+def multiprocess(solver: Solver) -> bool:
+    """Whether ``solver`` trains in several processes (its ``multiprocess`` attribute; absent means no)."""
+    return bool(getattr(solver, "multiprocess", False))
 
 
 SOLVERS: dict[str, Solver] = {

@@ -27,7 +27,11 @@ read in runs while the order still changes. On other
 devices (CUDA), each batch of ``bs`` ratings is one step of :class:`RowAdagrad`
 in torch ops, so everything stays on the device. Both reach the same fit
 (``tests/test_sparse.py``); with more than one thread the CPU engine is not
-bit-for-bit repeatable, because the threads' updates interleave.
+bit-for-bit repeatable, because the threads' updates interleave. The torch
+engine also runs on the CPU when a run writes or resumes a checkpoint (the
+compiled loop has no batch position to save). In several processes a third
+engine, :class:`~collabkit.training.sharded.ShardedEngine`, shards the tables
+row-wise on TorchRec and takes the torch engine's steps on global batches.
 
 μ is the mean training rating, kept apart during training and folded into the
 user biases at the end, so the result is an ordinary ``DotProductBias``
@@ -36,17 +40,25 @@ user biases at the end, so the result is an ordinary ``DotProductBias``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from collabkit.errors import ConfigError, TrainingDivergedError
+from collabkit import distributed
+from collabkit.errors import ConfigError, ModelFileError, TrainingDivergedError
 from collabkit.models import DotProductBias
 from collabkit.models.layers import positive_ints
+from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from collabkit.training.recorder import Recorder
+
+if TYPE_CHECKING:
+    from collabkit.training.sharded import ShardedEngine
 
 _INITIAL_ACC = 0.1
 """Each row's Adagrad accumulator starts here, so the first steps are at most ``lr / √0.1``."""
@@ -164,6 +176,12 @@ class _CompiledEngine:
                 bias.copy_(torch.from_numpy(side[:, :1]))
         return sse, n
 
+    def validate(self, learn, mu: float) -> list[float]:
+        return _validate_local(learn, mu)
+
+    def finish(self) -> None:
+        """Nothing to do: the compiled loop trains the model's own tables."""
+
 
 class _TorchEngine:
     """The device engine: each batch of the loader is one :func:`sparse_step`."""
@@ -183,6 +201,35 @@ class _TorchEngine:
             count += len(err)
             after_batch(k)
         return float(sse), count
+
+    def validate(self, learn, mu: float) -> list[float]:
+        return _validate_local(learn, mu)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The model's tables and the row accumulators, as a checkpoint stores them."""
+        tables = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
+        return tables, {name: opt.state.clone() for name, opt in self.optimizers.items()}
+
+    def load(self, tables: dict[str, torch.Tensor], accumulators: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, tensor in tables.items():
+                self.model.get_parameter(name).copy_(tensor)
+        for name, opt in self.optimizers.items():
+            opt.state.copy_(accumulators[name])
+
+    def finish(self) -> None:
+        """Nothing to do: each step updates the model's own tables."""
+
+
+def _validate_local(learn, mu: float) -> list[float]:
+    """Validate with μ folded into the user biases, then restore the table exactly."""
+    model = learn.model
+    with torch.no_grad():
+        trained_bias = model.u_bias.weight.clone()
+        model.u_bias.weight += mu
+        valid = learn.validate_or_nan()
+        model.u_bias.weight.copy_(trained_bias)
+    return valid
 
 
 @dataclass(frozen=True)
@@ -205,14 +252,23 @@ class SparseConfig:
 
 def fit_sparse(
     learn, epochs: int = 20, lr: float = 0.05, reg: float = 0.02, bias_reg: float | None = None,
-    init_std: float = 0.1, seed: int = 0, compiled: bool | None = None,
+    init_std: float = 0.1, seed: int = 0, compiled: bool | None = None, checkpoint: str | Path | None = None,
+    resume: dict | None = None,
 ) -> None:
     """Train ``learn.model`` (a ``DotProductBias`` with ``y_range=None``) with row-wise Adagrad on ``learn.dls``.
 
-    ``compiled`` picks the engine (see the module's docstring): ``None`` takes
-    the compiled one on the CPU and torch's elsewhere. The CPU engine uses
-    ``torch.get_num_threads()`` threads. After every epoch the recorder gets
-    ``[train_mse, valid_mse, *metrics]`` and the learner's callbacks see the epoch.
+    ``compiled`` picks the engine of a single process (see the module's
+    docstring): ``None`` takes the compiled one on the CPU and torch's
+    elsewhere, and torch's whenever there is a ``checkpoint`` or ``resume``
+    (the compiled loop visits blocks, not batches of ``bs``, so it has no
+    position to save). The CPU engine uses ``torch.get_num_threads()``
+    threads. In a multi-process run the tables are sharded over the ranks on
+    TorchRec (:mod:`~collabkit.training.sharded`), with the same global batches
+    as torch's engine. After every epoch the recorder gets
+    ``[train_mse, valid_mse, *metrics]`` and the learner's callbacks see the
+    epoch; with ``checkpoint``, rank 0 then writes the whole state there
+    (:func:`sparse_state`). ``resume`` is such a state (:func:`load_sparse_state`),
+    from any number of processes with the same ``bs``.
     """
     model = learn.model
     if not isinstance(model, DotProductBias) or model.y_range is not None:
@@ -220,10 +276,13 @@ def fit_sparse(
     bias_reg = reg if bias_reg is None else bias_reg
     train = learn.dls.train
     device = model.u_weight.weight.device
+    several = distributed.world_size() > 1
+    keeps_position = checkpoint is not None or resume is not None
     if compiled is None:
-        compiled = device.type == "cpu"
-    if compiled and device.type != "cpu":
-        raise ConfigError(f"the compiled engine runs on the CPU; the model is on {device}")
+        compiled = device.type == "cpu" and not several and not keeps_position
+    if compiled and (device.type != "cpu" or several or keeps_position):
+        raise ConfigError("the compiled engine runs in one CPU process without checkpoints; "
+                          f"the model is on {device}, with {distributed.world_size()} process(es)")
     torch.manual_seed(seed)
     with torch.no_grad():
         for table in (model.u_weight.weight, model.i_weight.weight):
@@ -231,14 +290,22 @@ def fit_sparse(
         model.u_bias.weight.zero_()
         model.i_bias.weight.zero_()
     mu = float(train.y.double().mean())
-    engine: _CompiledEngine | _TorchEngine
-    if compiled:
+    engine: _CompiledEngine | _TorchEngine | ShardedEngine
+    if several:
+        from collabkit.training.sharded import ShardedEngine
+
+        engine = ShardedEngine(model, train, lr, reg, bias_reg, eps=_EPS, initial_acc=_INITIAL_ACC)
+    elif compiled:
         engine = _CompiledEngine(model, train, lr, reg, bias_reg, seed)
     else:
         engine = _TorchEngine(model, train, lr, reg, bias_reg, device)
+    hyper = {"lr": lr, "reg": reg, "bias_reg": bias_reg, "init_std": init_std, "bs": train.bs, "mu": mu}
+    first_epoch = 0
+    if resume is not None:
+        first_epoch = _restore(learn, engine, resume, hyper, epochs)
     rec = learn.recorder
     with learn.fitting(epochs) as callbacks:
-        for epoch in range(epochs):
+        for epoch in range(first_epoch, epochs):
             learn.before_epoch(callbacks, epoch)
             started = time.perf_counter()
             sse, count = engine.epoch(mu, train.bs, lambda k: [cb.after_batch(learn, k) for cb in callbacks])
@@ -248,16 +315,70 @@ def fit_sparse(
             rec.losses.append(train_mse)
             rec.lrs.append(lr)
             rec.moms.append(0.0)
-            with torch.no_grad():  # predict with μ folded in, then restore the table exactly
-                trained_bias = model.u_bias.weight.clone()
-                model.u_bias.weight += mu
-                valid = learn.validate_or_nan()
-                model.u_bias.weight.copy_(trained_bias)
+            valid = engine.validate(learn, mu)
             learn.record_epoch(epoch, [train_mse, *valid], len(rec.losses), time.perf_counter() - started)
+            if checkpoint is not None:
+                state = sparse_state(learn, engine, epoch + 1, epochs, hyper)  # (a collective in several processes)
+                if distributed.is_main():
+                    save_checkpoint(checkpoint, state)
             if learn.after_epoch(callbacks, epoch):
                 break
+    engine.finish()
     with torch.no_grad():
         model.u_bias.weight += mu
+
+
+_EPS = 1e-10
+"""Adagrad's ``eps``, as :class:`RowAdagrad` has it."""
+_STATE_KIND = "sparse"
+
+
+def sparse_state(learn, engine, epochs_done: int, n_epoch: int, hyper: dict) -> dict:
+    """A checkpoint of a sparse run: whole tables and accumulators (under the local solver's names), the
+    shuffling generator, the hyperparameters and the history; plain tensors and containers only."""
+    tables, accumulators = engine.state()
+    generator = learn.dls.train.generator
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "solver": _STATE_KIND,
+        "epochs_done": epochs_done,
+        "n_epoch": n_epoch,
+        "hyper": hyper,
+        "model": {name: t.cpu() for name, t in tables.items()},
+        "accumulators": {name: a.cpu() for name, a in accumulators.items()},
+        "generator": generator.get_state() if generator is not None else None,
+        "recorder": dataclasses.asdict(learn.recorder),
+    }
+
+
+def load_sparse_state(path: str | Path) -> dict:
+    """Read a checkpoint written by a sparse run (:func:`sparse_state`); another solver's names itself."""
+    state = load_checkpoint(path)
+    if state.get("solver") != _STATE_KIND:
+        raise ModelFileError(f"{str(path)!r} is a checkpoint of the sgd solver, not of --solver sparse")
+    return state
+
+
+def _restore(learn, engine, state: dict, hyper: dict, epochs: int) -> int:
+    """Load ``state`` into ``engine`` and the learner; the number of epochs already done."""
+    saved = state["hyper"]
+    differ = [f"{name} {saved[name]} (now {hyper[name]})" for name in ("lr", "reg", "bias_reg", "bs")
+              if saved[name] != hyper[name]]
+    if differ:
+        raise ConfigError(f"the checkpoint was trained with {', '.join(differ)}; resume with the same settings "
+                          "(--bs is the global batch, whatever the number of processes)")
+    if state["n_epoch"] != epochs:
+        raise ConfigError(f"the checkpoint runs {state['n_epoch']} epochs, this run {epochs}; give --epochs "
+                          f"{state['n_epoch']}")
+    try:
+        engine.load(state["model"], state["accumulators"])
+    except (KeyError, RuntimeError, IndexError) as exc:
+        raise ModelFileError(f"the checkpoint does not fit this model (other data or --n-factors?): {exc}") from exc
+    generator = learn.dls.train.generator
+    if state["generator"] is not None and generator is not None:
+        generator.set_state(state["generator"])
+    learn.recorder = Recorder.from_dict(state["recorder"])
+    return int(state["epochs_done"])
 
 
 class RowSparseSolver:
@@ -266,7 +387,8 @@ class RowSparseSolver:
     name = "sparse"
     settings_class = SparseConfig
     renamed = {"reg": "wd"}
-    resumable = False
+    resumable = True
+    multiprocess = True  # on TorchRec (training/sharded.py)
 
     def build_model(self, settings: SparseConfig, n_users: int, n_items: int, ratings: np.ndarray) -> DotProductBias:
         return DotProductBias(n_users, n_items, settings.n_factors, y_range=None)
@@ -275,7 +397,12 @@ class RowSparseSolver:
         return {}
 
     def fit(self, learn, settings: SparseConfig, seed: int, lr: float | None = None, checkpoint=None) -> None:
-        fit_sparse(learn, epochs=settings.epochs, lr=settings.lr if lr is None else lr, reg=settings.reg, seed=seed)
+        fit_sparse(learn, epochs=settings.epochs, lr=settings.lr if lr is None else lr, reg=settings.reg, seed=seed,
+                   checkpoint=checkpoint)
+
+    def resume(self, learn, settings: SparseConfig, seed: int, checkpoint) -> None:
+        fit_sparse(learn, epochs=settings.epochs, lr=settings.lr, reg=settings.reg, seed=seed,
+                   checkpoint=checkpoint, resume=load_sparse_state(checkpoint))
 
 
 ROW_SPARSE = RowSparseSolver()
