@@ -457,8 +457,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and not args.resume:
         check_output_file(args.checkpoint)
     several = args.nproc > 1 or distributed.launched_by_torchrun()
-    if config.solver != "sgd" and (args.lr_find or args.checkpoint or several):
-        raise CliError("--lr-find, --checkpoint and --nproc apply to the sgd solver (e.g. --preset lesson)")
+    if config.solver != "sgd" and (args.lr_find or args.checkpoint):
+        raise CliError("--lr-find and --checkpoint apply to the sgd solver (e.g. --preset lesson)")
+    if several and config.solver not in ("sgd", "bayes"):
+        raise CliError(f"--nproc applies to the sgd and bayes solvers; {config.solver} runs in one process "
+                       "(drop --nproc)")
     if config.patience is not None:
         _check_early_stop(args, several)
     if args.nproc > 1 and not distributed.launched_by_torchrun():

@@ -404,9 +404,13 @@ class Learner:
             preds, targs = self.get_preds(ds_idx=1)
             loss = float(self.loss_func(preds, targs))
             return [loss, *(float(m(preds, targs)) for m in self.metrics)]
-        preds, targs = self.get_preds(dl=self.valid_share())
+        return self.summed_metrics(*self.get_preds(dl=self.valid_share()))
+
+    def summed_metrics(self, preds: torch.Tensor, targs: torch.Tensor) -> list[float]:
+        """``[loss, *metrics]`` over every rank's rows, from this rank's ``preds`` and ``targs``: the sums of
+        squared and absolute errors and the counts, added up over the ranks (see :meth:`validate`)."""
         err = (preds.double() - targs.double())
-        sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(), torch.tensor(float(len(err)))]))
+        sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(), torch.tensor(float(len(err)), dtype=torch.float64)]))
         sse, sae, n = (float(v) for v in sums)
         by_sums = {metric_fns.rmse: math.sqrt(sse / n), metric_fns.mae: sae / n, metric_fns.mse: sse / n}  # by identity
         out = [sse / n if isinstance(self.loss_func, MSELossFlat) else None]
