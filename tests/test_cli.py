@@ -59,8 +59,6 @@ def test_train_other_models_and_wd_modes(ratings_csv, capsys, tmp_path, model, w
         (["--device", "cuda:0"], "torch sees no GPU"),
         (["--data", "synthetic:12x"], "'12x' is not a size"),
         (["--solver", "sparse", "--nproc", "2"], "--nproc applies to the sgd and bayes solvers; sparse runs in one"),
-        (["--solver", "bayes-svdpp", "--nproc", "2"], "--nproc applies to the sgd and bayes solvers; bayes-svdpp"),
-        (["--solver", "bayes", "--checkpoint", "ck.pt"], "--lr-find and --checkpoint apply to the sgd solver"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(ratings_csv, capsys, argv, message):

@@ -73,12 +73,15 @@ def test_each_rank_holds_only_the_ratings_of_its_rows(monkeypatch):
     assert len(u0.values) + len(u1.values) == len(values) == len(i0.values) + len(i1.values)
 
 
-def test_svdpp_refuses_several_processes_in_one_line(ratings_csv, capsys):
-    assert main(["train", "--data", str(ratings_csv), "--solver", "bayes-svdpp", "--nproc",
-                 "2"]) == 1
+@pytest.mark.parametrize("argv, message", [
+    (["--solver", "bayes-svdpp"], "--nproc applies to the sgd and bayes solvers; bayes-svdpp runs in one process "
+                                  "(drop --nproc)"),
+    (["--solver", "bayes", "--checkpoint", "ck.pt"], "--lr-find and --checkpoint apply to the sgd solver"),
+])
+def test_what_does_not_apply_is_refused_in_one_line(ratings_csv, capsys, argv, message):
+    assert main(["train", "--data", str(ratings_csv), *argv, "--nproc", "2"]) == 1
     err = capsys.readouterr().err
-    assert err == ("collabkit: error: --nproc applies to the sgd and bayes solvers; bayes-svdpp runs in one process "
-                   "(drop --nproc)\n")
+    assert err.startswith(f"collabkit: error: {message}") and err.count("\n") == 1
 
 
 def test_a_killed_worker_ends_the_chain_with_a_one_line_error(ratings_csv, tmp_path):
