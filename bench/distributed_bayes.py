@@ -4,7 +4,8 @@ For each process count, runs ``collabkit train --solver bayes`` itself (in
 process, through the CLI's ``main``; under torchrun for more than one process,
 as ``--nproc`` does) and reports, from rank 0: the validation RMSE of the saved
 model, the median seconds of one Gibbs sweep (``gibbs_sweep`` timed, the first
-sweep left out), and the bytes each rank exchanged per sweep: the payload of
+sweep left out) and the mean seconds of a sweep spent in the exchanges (waiting
+for the slower rank included), and the bytes each rank exchanged per sweep: the payload of
 its ``all_gather`` calls (what it sends, padded to the longest share, and what
 it receives), and what its process wrote to the kernel during those calls
 (``/proc/self/io``'s ``wchar``: gloo's sockets, the bytes on the wire).
@@ -46,7 +47,7 @@ def worker(train_args: list[str]) -> None:
     from collabkit.training import bayes
 
     sweep_seconds: list[float] = []
-    exchanged = {"sent": 0, "received": 0, "wire_sent": 0, "calls": 0}
+    exchanged = {"sent": 0, "received": 0, "wire_sent": 0, "seconds": 0.0, "calls": 0}
     real_sweep, real_gather = bayes.gibbs_sweep, distributed.all_gather_rows
 
     def timed_sweep(*args, **kwargs):
@@ -60,8 +61,9 @@ def worker(train_args: list[str]) -> None:
         if world == 1:  # nothing travels
             return real_gather(n, *blocks)
         padded = -(-n // world) * sum(b.reshape(len(b), -1).shape[1] for b in blocks) * blocks[0].element_size()
-        wrote = _io()
+        wrote, started = _io(), time.perf_counter()
         out = real_gather(n, *blocks)
+        exchanged["seconds"] += time.perf_counter() - started
         wrote_after = _io()
         exchanged["sent"] += padded
         exchanged["received"] += padded * (world - 1)
@@ -120,12 +122,12 @@ def main() -> None:
     train_args += ["--sweeps", str(args.sweeps)] if args.sweeps else []
     train_args += ["--data-dir", args.data_dir] if args.data_dir else []
     print(f"collabkit train {' '.join(train_args)}")
-    print("| processes | valid RMSE | Gibbs sweep (median s) | payload sent / received per rank per sweep | "
-          "written to the sockets per rank per sweep | whole run (s) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| processes | valid RMSE | Gibbs sweep (median s) | in all_gather (mean s) | "
+          "payload sent / received per rank per sweep | written to the sockets per rank per sweep | whole run (s) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for nproc in args.nproc:
         r = run(nproc, train_args)
-        print(f"| {nproc} | {r['valid_rmse']:.4f} | {r['sweep_s']:.3f} | {r['sent'] / 1e3:,.0f} kB / "
+        print(f"| {nproc} | {r['valid_rmse']:.4f} | {r['sweep_s']:.3f} | {r['seconds']:.3f} | {r['sent'] / 1e3:,.0f} kB / "
               f"{r['received'] / 1e3:,.0f} kB | {r['wire_sent'] / 1e3:,.0f} kB | {r['wall_s']:.1f} |", flush=True)
 
 
