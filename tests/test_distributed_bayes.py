@@ -52,6 +52,19 @@ def test_two_processes_run_the_one_process_chain(ratings_csv, tmp_path):
     assert np.isfinite(two.predict(users, list(top["item"])[:3])["prediction"]).all()
 
 
+def test_a_rank_whose_share_is_empty_still_takes_part(tmp_path):
+    """Three processes and two items: rank 0 draws no item, and the chain is still the one-process chain."""
+    path = tmp_path / "tiny.csv"
+    path.write_text("user,item,rating\n1,1,4\n2,1,3\n3,2,5\n4,1,2\n5,2,4\n1,2,3\n")
+    argv = ["train", "--data", str(path), "--solver", "bayes", "--sweeps", "8", "--valid-pct", "0", "--no-progress",
+            "--show", "0", "--ranker", "none"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    assert main([*argv, "--nproc", "3", "--out", str(tmp_path / "three")]) == 0
+    one, three = Recommender.load(tmp_path / "one"), Recommender.load(tmp_path / "three")
+    for name, weight in one.model.state_dict().items():
+        torch.testing.assert_close(three.model.state_dict()[name], weight, rtol=0, atol=1e-5)
+
+
 def test_each_rank_holds_only_the_ratings_of_its_rows(monkeypatch):
     """The shares of two ranks split the users and the items, and each side's ratings, between them."""
     frame = planted_ratings(n_users=31, n_items=19, density=0.3)

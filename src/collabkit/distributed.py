@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -112,11 +113,11 @@ def all_gather_rows(n: int, *blocks: torch.Tensor) -> list[torch.Tensor]:
     if world == 1:
         return list(blocks)
     rows = blocks[0].shape[0]
-    widths = [b.reshape(rows, -1).shape[1] for b in blocks]
+    widths = [math.prod(b.shape[1:]) for b in blocks]  # (a share may have no rows)
     bounds = [n * r // world for r in range(world + 1)]
     longest = max(stop - start for start, stop in zip(bounds, bounds[1:]))
     packed = blocks[0].new_zeros((longest, sum(widths)))
-    packed[:rows] = torch.cat([b.reshape(rows, -1) for b in blocks], 1)
+    packed[:rows] = torch.cat([b.reshape(rows, w) for b, w in zip(blocks, widths)], 1)
     parts = [torch.empty_like(packed) for _ in range(world)]
     dist.all_gather(parts, packed)
     whole = torch.cat([part[: stop - start] for part, start, stop in zip(parts, bounds, bounds[1:])])
