@@ -128,9 +128,3 @@ def test_a_sgd_checkpoint_is_not_resumed_by_the_sparse_solver(ratings_csv, tmp_p
     assert "not of --solver sparse" in capsys.readouterr().err
     info = json.dumps(load_checkpoint(checkpoint)["n_epoch"])
     assert info == "1"
-
-
-def test_the_gibbs_samplers_refuse_several_processes(ratings_csv, capsys):
-    assert main(["train", "--data", str(ratings_csv), "--solver", "bayes", "--nproc", "2", "--show", "0"]) == 1
-    assert capsys.readouterr().err == ("collabkit: error: --checkpoint and --nproc apply to the sgd and sparse solvers "
-                                       "(e.g. --preset lesson)\n")

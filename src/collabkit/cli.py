@@ -54,7 +54,6 @@ from collabkit.models.registry import RANKERS
 from collabkit.recommend import RANK_BY, Recommender
 from collabkit.training import WD_MODES, ProgressCallback
 from collabkit.training.recipe import MODELS, PRESETS, SOLVERS, TrainConfig, fit, prepare, resume
-from collabkit.training.solvers import multiprocess
 from collabkit.training.solvers import options as solver_options
 
 log = logging.getLogger("collabkit")
@@ -461,8 +460,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     solver = SOLVERS[config.solver]
     if config.solver != "sgd" and args.lr_find:
         raise CliError("--lr-find applies to the sgd solver (e.g. --preset lesson)")
-    if (args.checkpoint and not solver.resumable) or (several and not multiprocess(solver)):
-        raise CliError("--checkpoint and --nproc apply to the sgd and sparse solvers (e.g. --preset lesson)")
+    if args.checkpoint and not solver.resumable:
+        raise CliError(f"--checkpoint applies to the {_solvers_that('resumable')} solvers; {config.solver} does not "
+                       "save checkpoints (drop --checkpoint)")
+    if several and not solver.multiprocess:
+        raise CliError(f"--nproc applies to the {_solvers_that('multiprocess')} solvers; {config.solver} runs in one "
+                       "process (drop --nproc)")
     if several and config.solver == "sparse":
         from collabkit.training.sharded import require_torchrec
 
@@ -485,6 +488,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _train(args, config, device)
     finally:
         distributed.shutdown()
+
+
+def _solvers_that(capability: str) -> str:
+    """The names of the solvers with ``capability`` (``resumable``, ``multiprocess``), as "a, b and c"."""
+    names = [name for name, solver in SOLVERS.items() if getattr(solver, capability)]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)
 
 
 def _without_nproc(argv: Sequence[str]) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -94,6 +95,36 @@ def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world_size())]
     dist.all_gather(parts, padded)
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def row_range(n: int) -> tuple[int, int]:
+    """This rank's contiguous share ``[start, stop)`` of ``n`` rows: rank r of W holds rows ``n·r//W`` up to
+    ``n·(r+1)//W`` (all of them in a single process)."""
+    r, w = rank(), world_size()
+    return n * r // w, n * (r + 1) // w
+
+
+def all_gather_rows(n: int, *blocks: torch.Tensor) -> list[torch.Tensor]:
+    """Whole tables from every rank's share of their rows, split as :func:`row_range` splits ``n`` rows.
+
+    Each block holds this rank's rows of one table (2-D, or 1-D for one value per row); the blocks
+    travel together in one ``all_gather`` (padded to the longest share) and come back as whole tables,
+    rows in order. In a single process the blocks are returned as they are.
+    """
+    world = world_size()
+    if world == 1:
+        return list(blocks)
+    rows = blocks[0].shape[0]
+    widths = [math.prod(b.shape[1:]) for b in blocks]  # (a share may have no rows)
+    bounds = [n * r // world for r in range(world + 1)]
+    longest = max(stop - start for start, stop in zip(bounds, bounds[1:]))
+    packed = blocks[0].new_zeros((longest, sum(widths)))
+    packed[:rows] = torch.cat([b.reshape(rows, w) for b, w in zip(blocks, widths)], 1)
+    parts = [torch.empty_like(packed) for _ in range(world)]
+    dist.all_gather(parts, packed)
+    whole = torch.cat([part[: stop - start] for part, start, stop in zip(parts, bounds, bounds[1:])])
+    tables = torch.split(whole, widths, 1)
+    return [t.reshape(n, *b.shape[1:]).contiguous() for t, b in zip(tables, blocks)]
 
 
 def launch(argv: Sequence[str], nproc: int) -> int:

@@ -33,6 +33,19 @@ average of the S sampled ones::
 
 The saved model therefore predicts, recommends, folds in new users and loads
 exactly like any other.
+
+Several processes (``collabkit train --nproc N``, or torchrun) run the same
+chain. Each rank draws a contiguous share of the users and of the items
+(:class:`RowShare`) and holds only those rows' ratings. Every rank draws the
+random numbers of all rows, from the same seeded generator in the same order,
+and uses its share's, so N processes follow the one-process chain. After each
+half-sweep one ``all_gather`` gives every rank the whole table just drawn,
+with the noise precisions (and, for items, the conditional means and squared
+errors): a user's ratings reach most items, so nearly every row is needed on
+every rank anyway, and the hyper-parameters are then drawn on every rank from
+the whole tables, by the same code and in the same order as in one process.
+Per sweep each rank contributes ``n_users (D + 1) + n_items (2D + 2)`` float64
+values, and receives the other ranks' shares of them.
 """
 
 from __future__ import annotations
@@ -47,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from collabkit import distributed
 from collabkit.errors import ConfigError, TrainingDivergedError
 from collabkit.models import DotProductBias
 
@@ -130,6 +144,40 @@ class Ratings:
         self.ratings, self.squares = self._csr(self.values), self._csr(self.values * self.values)
 
 
+@dataclass(frozen=True)
+class RowShare:
+    """The users and items whose rows this process draws in every sweep (all of them in a single process):
+    contiguous ranges from :func:`~collabkit.distributed.row_range`."""
+
+    users: slice
+    items: slice
+    n_users: int
+    n_items: int
+
+    @classmethod
+    def of_this_rank(cls, n_users: int, n_items: int) -> RowShare:
+        return cls(slice(*distributed.row_range(n_users)), slice(*distributed.row_range(n_items)), n_users, n_items)
+
+    def ratings(self, users: np.ndarray, items: np.ndarray, values: np.ndarray) -> tuple[Ratings, Ratings]:
+        """The two :class:`Ratings` sides this process reads: its users' ratings and its items' ratings."""
+        return (self._side(users, items, values, self.users, self.n_items),
+                self._side(items, users, values, self.items, self.n_users))
+
+    @staticmethod
+    def _side(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, share: slice, n_cols: int) -> Ratings:
+        if distributed.world_size() == 1:  # every row: the arrays as they are
+            return Ratings(rows, cols, values, share.stop - share.start, n_cols)
+        mine = (rows >= share.start) & (rows < share.stop)
+        return Ratings(rows[mine] - share.start, cols[mine], values[mine], share.stop - share.start, n_cols)
+
+    def gather_users(self, *blocks: torch.Tensor) -> list[torch.Tensor]:
+        """The whole user tables from every rank's share (:func:`~collabkit.distributed.all_gather_rows`)."""
+        return distributed.all_gather_rows(self.n_users, *blocks)
+
+    def gather_items(self, *blocks: torch.Tensor) -> list[torch.Tensor]:
+        return distributed.all_gather_rows(self.n_items, *blocks)
+
+
 def _packed_outer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Each row's ``x yᵀ``, lower triangle packed row by row: element (p, q ≤ p) at p(p+1)/2 + q."""
     return torch.cat([x[:, p:p + 1] * y[:, :p + 1] for p in range(x.shape[1])], 1)
@@ -193,15 +241,21 @@ def normal_wishart(rows: np.ndarray, beta0: float, z: np.ndarray, chi2: np.ndarr
 def gibbs_sweep(
     by_user: Ratings, by_item: Ratings, U: torch.Tensor, V: torch.Tensor, g: torch.Tensor, h: torch.Tensor,
     alpha: float, unit_gamma: np.ndarray, normals: np.ndarray, noise_prior: float, beta0: float,
+    share: RowShare | None = None,
 ):
     """One sweep (see the module's docstring); returns the new ``(U, V, V_mean, g, h, alpha)``,
     ``V_mean`` being the items' conditional means given the new U.
+
+    ``by_user`` and ``by_item`` hold the ratings of ``share``'s rows (default: every row, one process); the
+    tables come in and go out whole, on every rank.
 
     ``unit_gamma`` holds Gamma(shape, 1) draws, shapes ``c + n_u/2`` (users), ``c + n_i/2``
     (items), ``1 + N/2`` (α) and ``(d + n - j)/2`` for the two Wishart draws (users, items);
     ``normals`` the N(0, 1) draws: users × d, items × d, then (d + 1) × d for each Wishart.
     """
     (n_users, d), n_items, c = U.shape, V.shape[0], noise_prior
+    share = share or RowShare(slice(0, n_users), slice(0, n_items), n_users, n_items)
+    mine_u, mine_i = share.users, share.items
     gammas = np.split(unit_gamma, np.cumsum([n_users, n_items, 1, d]))
     noise = np.split(normals, np.cumsum([n_users * d, n_items * d, (d + 1) * d]))
 
@@ -210,28 +264,40 @@ def gibbs_sweep(
         mean, prec = normal_wishart(rows.numpy(), beta0, z.reshape(d + 1, d), 2 * gamma)
         return torch.from_numpy(prec), torch.from_numpy(prec @ mean)
 
-    U, _, errors = draw_rows(by_user, V, alpha * g, h, *prior(U, noise[2], gammas[3]),
-                             torch.from_numpy(noise[0]).view(n_users, d))
-    g = torch.from_numpy(gammas[0]) / (c + alpha * errors / 2)  # Gamma(c + n_u/2, c + α Σ_i h_i e²/2)
-    V, V_mean, errors = draw_rows(by_item, U, alpha * h, g, *prior(V, noise[3], gammas[4]),
-                                  torch.from_numpy(noise[1]).view(n_items, d))
-    h = torch.from_numpy(gammas[1]) / (c + alpha * errors / 2)  # Gamma(c + n_i/2, c + α Σ_u g_u e²/2)
+    U, _, errors = draw_rows(by_user, V, alpha * g[mine_u], h, *prior(U, noise[2], gammas[3]),
+                             torch.from_numpy(noise[0]).view(n_users, d)[mine_u])
+    g = torch.from_numpy(gammas[0][mine_u]) / (c + alpha * errors / 2)  # Gamma(c + n_u/2, c + α Σ_i h_i e²/2)
+    U, g = share.gather_users(U, g)
+    V, V_mean, errors = draw_rows(by_item, U, alpha * h[mine_i], g, *prior(V, noise[3], gammas[4]),
+                                  torch.from_numpy(noise[1]).view(n_items, d)[mine_i])
+    h = torch.from_numpy(gammas[1][mine_i]) / (c + alpha * errors / 2)  # Gamma(c + n_i/2, c + α Σ_u g_u e²/2)
+    V, V_mean, h, errors = share.gather_items(V, V_mean, h, errors)
     alpha = float(gammas[2][0]) / (1.0 + float(h @ errors) / 2)  # Gamma(1 + N/2, 1 + Σ g_u h_i e²/2)
     return U, V, V_mean, g, h, alpha
 
 
 def report_chain(learn, callbacks, train_mean: torch.Tensor, train_target: torch.Tensor,
-                 valid_mean: torch.Tensor | None, sweeps_done: int, seconds: float, sweeps: int, warned: bool) -> bool:
+                 valid_mean: torch.Tensor | None, sweeps_done: int, seconds: float, sweeps: int, warned: bool,
+                 valid_target: torch.Tensor | None = None) -> bool:
     """One row of a Gibbs sampler's posterior mean so far, as a learner's epoch: the learner's loss on the
     training pairs (``train_mean`` against ``train_target``) and its loss and metrics on the validation rows
     (``valid_mean``, or ``None`` without any), recorded and shown to the callbacks. A callback cannot stop
     a chain (the model's width is kept samples × factors, fixed before sampling); the first that asks is
-    told so in the log. Returns whether that has been said."""
-    row = [float(learn.loss_func(train_mean.float(), train_target.float()))]
-    if valid_mean is not None:
-        valid_pred, targets = valid_mean.float(), learn.dls.valid.y.cpu()
-        row += [float(learn.loss_func(valid_pred, targets)), *(float(m(valid_pred, targets)) for m in learn.metrics)]
+    told so in the log. Returns whether that has been said.
+
+    In several processes each rank passes its share of the pairs (``valid_target``: its validation targets)
+    and the row comes from the ranks' summed errors (:meth:`Learner.reduce_metrics`)."""
+    if distributed.world_size() > 1:
+        row = [learn.reduce_metrics(train_mean, train_target)[0]]
+        if valid_mean is not None:
+            row += learn.reduce_metrics(valid_mean, valid_target)
     else:
+        row = [float(learn.loss_func(train_mean.float(), train_target.float()))]
+        if valid_mean is not None:
+            valid_pred, targets = valid_mean.float(), learn.dls.valid.y.cpu()
+            row += [float(learn.loss_func(valid_pred, targets)),
+                    *(float(m(valid_pred, targets)) for m in learn.metrics)]
+    if valid_mean is None:
         row += [float("nan")] * (1 + len(learn.metrics))
     report = len(learn.recorder.values)
     learn.record_epoch(report, row, sweeps_done, seconds)
@@ -249,6 +315,10 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     Every ``config.report_every`` sweeps (after burn-in) the recorder gets a row
     ``[train_mse, valid_mse, *metrics]`` of the posterior mean so far, and the
     learner's callbacks see it as an epoch.
+
+    In several processes (torch.distributed) every rank runs this with the same ``seed``: each draws its
+    :class:`RowShare` of the rows, and all end with the same model, the one-process chain's up to the order
+    of floating-point sums.
     """
     model = config.checked_model(learn.model, "fit_bayes")
     rng = np.random.default_rng(seed)
@@ -258,20 +328,21 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     n_users, n_items, n = model.u_weight.num_embeddings, model.i_weight.num_embeddings, len(ratings)
     mu = float(ratings.mean())
     centred = ratings.numpy() - mu
-    by_user = Ratings(users, items, centred, n_users, n_items)
-    by_item = Ratings(items, users, centred, n_items, n_users)
+    share = RowShare.of_this_rank(n_users, n_items)
+    by_user, by_item = share.ratings(users, items, centred)
     d, c = config.n_factors, config.noise_prior
     U = torch.from_numpy(config.init_std * rng.standard_normal((n_users, d)))
     V = torch.from_numpy(config.init_std * rng.standard_normal((n_items, d)))
     g, h, alpha = torch.ones(n_users, dtype=torch.float64), torch.ones(n_items, dtype=torch.float64), 2.0
     shapes = np.concatenate([
-        c + by_user.counts / 2, c + by_item.counts / 2, [1.0 + n / 2],
+        c + np.bincount(users, minlength=n_users) / 2, c + np.bincount(items, minlength=n_items) / 2, [1.0 + n / 2],
         (d + n_users - np.arange(d)) / 2, (d + n_items - np.arange(d)) / 2,
     ])
     n_normals = (n_users + n_items + 2 * (d + 1)) * d
     kept_u, kept_v = [], []
-    train_sum = torch.zeros(n, dtype=torch.float64)  # in by_user's order
-    v_users, v_items = valid.x[:, 0].cpu().long(), valid.x[:, 1].cpu().long()
+    train_sum = torch.zeros(len(by_user.values), dtype=torch.float64)  # in by_user's order
+    valid_rows = slice(*distributed.row_range(valid.n))  # this rank's share of the validation rows
+    v_users, v_items = valid.x[valid_rows, 0].cpu().long(), valid.x[valid_rows, 1].cpu().long()
     valid_sum = torch.zeros(len(v_users), dtype=torch.float64)
     reports = math.ceil((config.sweeps - config.burn_in) / config.report_every)
     summed = 0  # kept samples already in train_sum
@@ -285,7 +356,7 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
                 period_open = True
             U, V, V_mean, g, h, alpha = gibbs_sweep(
                 by_user, by_item, U, V, g, h, alpha, rng.standard_gamma(shapes), rng.standard_normal(n_normals),
-                c, config.beta0,
+                c, config.beta0, share,
             )
             if not (math.isfinite(alpha) and torch.isfinite(V).all()):
                 raise TrainingDivergedError(f"the Gibbs sampler diverged at sweep {sweep + 1}")
@@ -298,11 +369,12 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
                 s = len(kept_u)
                 # the training predictions of the samples kept since the last report, in one product
                 new_u, new_v = torch.cat(kept_u[summed:], 1), torch.cat(kept_v[summed:], 1)
-                train_sum += torch.sparse.sampled_addmm(by_user.ones, new_u, new_v.T, beta=0.0).values()
+                train_sum += torch.sparse.sampled_addmm(by_user.ones, new_u[share.users], new_v.T, beta=0.0).values()
                 summed = s
-                valid_mean = mu + valid_sum / s if len(v_users) else None
+                valid_mean = mu + valid_sum / s if valid.n else None
                 warned_cancel = report_chain(learn, callbacks, train_sum / s, by_user.values, valid_mean, sweep + 1,
-                                             time.perf_counter() - started, config.sweeps, warned_cancel)
+                                             time.perf_counter() - started, config.sweeps, warned_cancel,
+                                             valid.y[valid_rows].cpu())
                 started = time.perf_counter()
                 period_open = False
     store_posterior_mean(model, kept_u, kept_v, torch.full((len(U),), mu), torch.zeros(len(V)))
@@ -328,6 +400,7 @@ class GibbsSolver:
     settings_class = BayesConfig
     renamed: dict[str, str] = {}
     resumable = False
+    multiprocess = True  # each rank draws a share of the rows (RowShare)
 
     def build_model(self, settings: BayesConfig, n_users: int, n_items: int, ratings: np.ndarray) -> DotProductBias:
         return DotProductBias(n_users, n_items, settings.model_factors, y_range=None)

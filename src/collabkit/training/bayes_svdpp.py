@@ -274,6 +274,7 @@ class SVDppSolver(GibbsSolver):
 
     name = "bayes-svdpp"
     settings_class = SVDppConfig
+    multiprocess = False
 
     def build_model(self, settings: BayesConfig, n_users: int, n_items: int, ratings: np.ndarray) -> DotProductBias:
         check_size(n_users, n_items)

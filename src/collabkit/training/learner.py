@@ -409,8 +409,9 @@ class Learner:
         return self.reduce_metrics(*self.get_preds(dl=self.valid_share()))
 
     def reduce_metrics(self, preds: torch.Tensor, targs: torch.Tensor) -> list[float]:
-        """``[valid_loss, *metrics]`` from this rank's share of the validation predictions (the multi-process
-        half of :meth:`validate`, also called by solvers that predict through tables of their own)."""
+        """``[valid_loss, *metrics]`` over every rank's rows, from this rank's ``preds`` and ``targs``: the sums
+        of squared and absolute errors and the counts, added up over the ranks (the multi-process half of
+        :meth:`validate`, also called by solvers that predict through tables of their own)."""
         err = (preds.double() - targs.double())
         sums = distributed.all_reduce_sum(torch.stack([(err**2).sum(), err.abs().sum(),
                                                   torch.tensor(float(len(err)), dtype=err.dtype, device=err.device)]))

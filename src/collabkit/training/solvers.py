@@ -47,7 +47,12 @@ class Solver(Protocol):
 
     @property
     def resumable(self) -> bool:
-        """Whether it writes checkpoints and can resume from one."""
+        """Whether it writes checkpoints and can resume from one (then it is also a :class:`Resumes`)."""
+        ...
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether it trains in several processes (``--nproc``, torchrun)."""
         ...
 
     def build_model(self, settings: Any, n_users: int, n_items: int, ratings: np.ndarray) -> nn.Module:
@@ -65,17 +70,11 @@ class Solver(Protocol):
 
 @runtime_checkable
 class Resumes(Protocol):
-    """What a solver with ``resumable = True`` provides besides :class:`Solver`'s methods. Such a solver may also
-    set ``multiprocess = True``: it trains under ``--nproc``/torchrun (the sgd solver by DDP, sparse on TorchRec)."""
+    """What a solver with ``resumable = True`` provides besides :class:`Solver`'s methods."""
 
     def resume(self, learn: Learner, settings: Any, seed: int, checkpoint) -> None:
         """Continue the run saved in ``checkpoint`` (written by :meth:`Solver.fit`), writing further ones there."""
         ...
-
-
-def multiprocess(solver: Solver) -> bool:
-    """Whether ``solver`` trains in several processes (its ``multiprocess`` attribute; absent means no)."""
-    return bool(getattr(solver, "multiprocess", False))
 
 
 SOLVERS: dict[str, Solver] = {
