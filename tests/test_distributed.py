@@ -26,9 +26,12 @@ def ratings_csv(tmp_path_factory):
     return path
 
 
-def test_two_processes_match_one(ratings_csv, tmp_path):
+def test_two_processes_match_one(ratings_csv, tmp_path, capfd):
     assert main(["train", "--data", str(ratings_csv), *TRAIN, "--out", str(tmp_path / "one")]) == 0
+    note = "training the lesson's model with SGD"  # (TRAIN's SGD options switch the preset, and train says so)
+    assert capfd.readouterr().out.count(note) == 1
     assert main(["train", "--data", str(ratings_csv), *TRAIN, "--nproc", "2", "--out", str(tmp_path / "two")]) == 0
+    assert capfd.readouterr().out.count(note) == 1  # once, not by the launcher and again by every worker
     one, two = Recommender.load(tmp_path / "one"), Recommender.load(tmp_path / "two")
     assert two.info["valid_rmse"] == pytest.approx(one.info["valid_rmse"], abs=2e-3)
     users, items = list(one.users)[:200], list(one.items)[:200]
@@ -137,3 +140,33 @@ def test_multi_process_validation_takes_summed_metrics_by_identity_not_by_name(p
     assert own_mae == 42.0
     assert own_rmse == pytest.approx(float(((preds.double() - targs.double()) ** 2).mean().sqrt()), rel=1e-9)
     assert loss == pytest.approx(own_rmse**2, rel=1e-9)
+
+
+def test_a_rank_that_fails_ends_the_run_at_once_not_at_the_collectives_timeout(ratings_csv, tmp_path):
+    """Rank 0 alone fails (its checkpoint's folder became a file) while rank 1 goes on training: rank 0 must leave
+    without waiting at the final barrier, so that rank 1's next collective fails at once, not after 120 s."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    checkpoint = folder / "ck.pt"
+    argv = [sys.executable, "-m", "collabkit", "train", "--data", str(ratings_csv), "--epochs", "200", "--bs", "64",
+            "--lr", "1e-2", "--y-range", "-1", "7", "--no-progress", "--show", "0", "--nproc", "2",
+            "--checkpoint", str(checkpoint)]
+    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists():
+            assert launcher.poll() is None, launcher.communicate()
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.1)
+        checkpoint.unlink()
+        folder.rmdir()
+        folder.write_text("not a folder")
+        failed_at = time.monotonic()
+        _, err = launcher.communicate(timeout=100)
+        waited = time.monotonic() - failed_at
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert "collabkit: error: distributed training failed" in err
+    assert waited < 60  # the collectives' timeout is 120 s

@@ -402,6 +402,14 @@ GIBBS_SOLVERS = ("bayes", "bayes-svdpp")
 """The Gibbs samplers: options they do not read (SGD's) switch a preset of theirs to the lesson's."""
 
 
+def _speaks(args: argparse.Namespace) -> bool:
+    """Whether this process prints train's notes: a single process, or rank 0 of the workers (not the
+    ``--nproc`` launcher, whose rank 0 will say them)."""
+    if distributed.launched_by_torchrun():
+        return int(os.environ.get("RANK", "0")) == 0
+    return getattr(args, "nproc", 1) == 1
+
+
 def _flag(name: str) -> str:
     """The command-line flag of a TrainConfig option."""
     return _FLAGS.get(name, "--" + name.replace("_", "-"))
@@ -414,7 +422,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     reads = {name: solver_options(solver) for name, solver in SOLVERS.items()}
     if args.solver is None and base.solver in GIBBS_SOLVERS and set(given) - set(reads[base.solver]):
         base = PRESETS["lesson"]  # asking for SGD settings means the SGD solver, from the lesson's settings
-        if not getattr(args, "json", False):  # (stdout is JSON then)
+        if not getattr(args, "json", False) and _speaks(args):  # (stdout is JSON then)
             print(f"note: {', '.join(map(_flag, given))} given: training the lesson's "
                   f"model with SGD (--preset lesson); the {args.preset} preset's Gibbs sampler has no such options")
     elif args.solver is not None and args.solver != base.solver:
@@ -480,14 +488,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     distributed.init(device, args.backend)
+    finished = False
     try:
         if distributed.is_main():
-            return _train(args, config, device)
-        logging.getLogger("collabkit").setLevel(logging.ERROR)  # only rank 0 speaks
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            return _train(args, config, device)
+            status = _train(args, config, device)
+        else:
+            logging.getLogger("collabkit").setLevel(logging.ERROR)  # only rank 0 speaks
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                status = _train(args, config, device)
+        finished = True
+        return status
     finally:
-        distributed.shutdown()
+        # a rank that failed leaves without the final barrier: the others, waiting in a collective of the
+        # training, see its connection close and stop at once, instead of at the collectives' timeout
+        distributed.shutdown(wait=finished)
 
 
 def _solvers_that(capability: str) -> str:

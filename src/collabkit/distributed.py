@@ -69,10 +69,11 @@ def init(device: torch.device, backend: str | None = None, timeout_s: float = DE
     return dist.get_rank(), dist.get_world_size()
 
 
-def shutdown() -> None:
-    """Barrier, then leave the group (every rank reaches here before any exits)."""
+def shutdown(wait: bool = True) -> None:
+    """Barrier (with ``wait``: every rank reaches here before any exits), then leave the group."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
