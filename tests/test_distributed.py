@@ -1,15 +1,11 @@
 """Multi-process training on torch.distributed (gloo, CPU), launched through torchrun."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from launched import kill_worker, launched, wait_for_file
 from planted import planted_ratings
 
 from collabkit import Recommender
@@ -45,46 +41,13 @@ def test_two_processes_match_one(ratings_csv, tmp_path, capfd):
     assert check["weight_checksums"][0] == check["weight_checksums"][1]
 
 
-def _workers_of(launcher_pid: int) -> dict[int, int]:
-    """{rank: pid} of the worker processes below the launcher, read from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        env = dict(item.split(b"=", 1) for item in environ if b"=" in item)
-        if env.get(b"TORCHELASTIC_RUN_ID") is None or b"RANK" not in env:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == launcher_pid:
-            found[int(env[b"RANK"])] = int(entry.name)
-    return found
-
-
 def test_a_dead_worker_ends_the_run_with_an_error_and_it_resumes(ratings_csv, tmp_path):
     checkpoint = tmp_path / "ck.pt"
-    argv = [sys.executable, "-m", "collabkit", "train", "--data", str(ratings_csv), "--epochs", "40", "--bs", "64",
-            "--lr", "1e-2", "--y-range", "-1", "7", "--no-progress", "--show", "0", "--nproc", "2",
-            "--checkpoint", str(checkpoint)]
-    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        deadline = time.monotonic() + 120
-        while not checkpoint.exists():
-            assert launcher.poll() is None, launcher.communicate()
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.2)
-        workers = _workers_of(launcher.pid)
-        assert set(workers) == {0, 1}
-        os.kill(workers[1], signal.SIGKILL)
-        _, err = launcher.communicate(timeout=90)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
+    argv = ["train", "--data", str(ratings_csv), "--epochs", "40", "--bs", "64", "--lr", "1e-2", "--y-range", "-1",
+            "7", "--no-progress", "--show", "0", "--nproc", "2", "--checkpoint", str(checkpoint)]
+    with launched(argv) as launcher:
+        wait_for_file(launcher, checkpoint)
+        err = kill_worker(launcher)
     assert launcher.returncode != 0
     assert "collabkit: error: distributed training failed" in err
     # the checkpoint of the last finished epoch is intact, and the run continues from it
@@ -148,25 +111,16 @@ def test_a_rank_that_fails_ends_the_run_at_once_not_at_the_collectives_timeout(r
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     checkpoint = folder / "ck.pt"
-    argv = [sys.executable, "-m", "collabkit", "train", "--data", str(ratings_csv), "--epochs", "200", "--bs", "64",
-            "--lr", "1e-2", "--y-range", "-1", "7", "--no-progress", "--show", "0", "--nproc", "2",
-            "--checkpoint", str(checkpoint)]
-    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not checkpoint.exists():
-            assert launcher.poll() is None, launcher.communicate()
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.1)
+    argv = ["train", "--data", str(ratings_csv), "--epochs", "200", "--bs", "64", "--lr", "1e-2", "--y-range", "-1",
+            "7", "--no-progress", "--show", "0", "--nproc", "2", "--checkpoint", str(checkpoint)]
+    with launched(argv) as launcher:
+        wait_for_file(launcher, checkpoint)
         checkpoint.unlink()
         folder.rmdir()
         folder.write_text("not a folder")
         failed_at = time.monotonic()
         _, err = launcher.communicate(timeout=100)
         waited = time.monotonic() - failed_at
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
     assert launcher.returncode != 0
     assert "collabkit: error: distributed training failed" in err
     assert waited < 60  # the collectives' timeout is 120 s

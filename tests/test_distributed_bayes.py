@@ -1,16 +1,12 @@
 """The Gibbs sampler (``--solver bayes``) on several processes: torch.distributed (gloo, CPU) through torchrun."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
+from launched import kill_worker, launched
 from planted import planted_ratings
-from test_distributed import _workers_of
 
 from collabkit import Recommender, distributed
 from collabkit.cli import main
@@ -99,12 +95,10 @@ def test_what_does_not_apply_is_refused_in_one_line(ratings_csv, capsys, argv, m
 
 
 def test_a_killed_worker_ends_the_chain_with_a_one_line_error(ratings_csv, tmp_path):
-    argv = [sys.executable, "-m", "collabkit", "train", "--data", str(ratings_csv), "--solver", "bayes",
-            "--sweeps", "3000", "--n-factors", "2", "--no-progress", "--show", "0", "--nproc", "2"]
+    argv = ["train", "--data", str(ratings_csv), "--solver", "bayes", "--sweeps", "3000", "--n-factors", "2",
+            "--no-progress", "--show", "0", "--nproc", "2"]
     with open(tmp_path / "err.txt", "w+") as err_file:
-        launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err_file, text=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
+        with launched(argv, stderr=err_file) as launcher:
             assert launcher.stdout is not None
             for line in launcher.stdout:  # rank 0 says so just before the chain starts
                 if line.startswith("Bayesian PMF by Gibbs sampling"):
@@ -112,14 +106,8 @@ def test_a_killed_worker_ends_the_chain_with_a_one_line_error(ratings_csv, tmp_p
             else:
                 pytest.fail(f"the run ended before sampling: {err_file.read()}")
             time.sleep(1.0)  # well inside the chain (3000 sweeps take far longer)
-            workers = _workers_of(launcher.pid)
-            assert set(workers) == {0, 1}
             started = time.monotonic()
-            os.kill(workers[1], signal.SIGKILL)
-            launcher.communicate(timeout=90)
-        finally:
-            if launcher.poll() is None:
-                launcher.kill()
+            kill_worker(launcher)
         err_file.seek(0)
         err = err_file.read()
     assert launcher.returncode == 1

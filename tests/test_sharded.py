@@ -3,16 +3,11 @@
 import builtins
 import importlib.util
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
+from launched import kill_worker, launched, wait_for_file
 from planted import planted_ratings
-from test_distributed import _workers_of
 
 from collabkit import Recommender
 from collabkit.cli import main
@@ -68,23 +63,10 @@ def test_a_dead_worker_ends_the_run_in_one_line_and_one_process_resumes_it(ratin
     continues it and ends where an uninterrupted one-process run with the same global batch ends."""
     checkpoint = tmp_path / "ck.pt"
     run = [*TRAIN[:2], "--epochs", "8", *TRAIN[4:]]
-    argv = [sys.executable, "-m", "collabkit", "train", "--data", str(ratings_csv), *run, "--nproc", "2",
-            "--checkpoint", str(checkpoint)]
-    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        deadline = time.monotonic() + 120
-        while not checkpoint.exists():
-            assert launcher.poll() is None, launcher.communicate()
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.1)
-        workers = _workers_of(launcher.pid)
-        assert set(workers) == {0, 1}
-        os.kill(workers[1], signal.SIGKILL)
-        _, err = launcher.communicate(timeout=90)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
+    argv = ["train", "--data", str(ratings_csv), *run, "--nproc", "2", "--checkpoint", str(checkpoint)]
+    with launched(argv) as launcher:
+        wait_for_file(launcher, checkpoint)
+        err = kill_worker(launcher)
     assert launcher.returncode != 0
     lines = [line for line in err.splitlines() if line.startswith("collabkit: error:")]
     assert len(lines) == 1 and "distributed training failed: rank" in lines[0]
