@@ -70,7 +70,7 @@ def test_recipe_fit_refuses_a_checkpoint_for_solvers_that_cannot_resume(planted,
     assert not (tmp_path / "ck.pt").exists()
 
 
-def test_a_sparse_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_does(planted, tmp_path):
+def test_a_sparse_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_does(planted, tmp_path, caplog):
     """One process: the checkpoint of epoch 2 of 4 (torch's engine, global batches), resumed, ends with the weights
     of the run that never stopped; the epoch table is continued, not restarted."""
     import torch
@@ -86,6 +86,7 @@ def test_a_sparse_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_on
     config = TrainConfig(solver="sparse", n_factors=4, epochs=4, bs=128)
     whole = prepare(config, planted.iloc[:2000], planted.iloc[2000:2400])
     fit(whole, config, checkpoint=tmp_path / "whole.pt")
+    assert "trains with torch's ops, not its compiled loop" in caplog.text  # the slower engine is said, not silent
     stopped = prepare(config, planted.iloc[:2000], planted.iloc[2000:2400], cbs=[StopAfterTwo()])
     fit(stopped, config, checkpoint=tmp_path / "ck.pt")
     assert torch.load(tmp_path / "ck.pt", weights_only=True)["epochs_done"] == 2
@@ -97,3 +98,21 @@ def test_a_sparse_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_on
     other = TrainConfig(solver="sparse", n_factors=4, epochs=4, bs=256)
     with pytest.raises(ValueError, match="resume with the same settings"):
         resume(prepare(other, planted.iloc[:2000], planted.iloc[2000:2400]), other, tmp_path / "ck.pt")
+
+
+@pytest.mark.parametrize("solver", [["--preset", "lesson"], ["--solver", "sparse"]])
+def test_resuming_on_other_training_rows_is_refused(planted, tmp_path, capsys, solver):
+    """Another --seed splits the same file differently: the tables have the same shape, but resuming would score
+    on rows the model trained on and train on others, so it is one line instead."""
+    from collabkit.cli import main
+
+    path = tmp_path / "ratings.csv"
+    planted.iloc[:3000].to_csv(path, index=False)
+    run = ["train", "--data", str(path), *solver, "--epochs", "2", "--no-progress", "--show", "0",
+           "--checkpoint", str(tmp_path / "ck.pt")]
+    assert main([*run, "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert main([*run, "--seed", "2", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "the checkpoint was trained on other rows" in err and "--seed" in err and err.count("\n") == 1
+    assert main([*run, "--seed", "1", "--resume"]) == 0  # its own rows: it resumes

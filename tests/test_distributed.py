@@ -122,5 +122,23 @@ def test_a_rank_that_fails_ends_the_run_at_once_not_at_the_collectives_timeout(r
         _, err = launcher.communicate(timeout=100)
         waited = time.monotonic() - failed_at
     assert launcher.returncode != 0
-    assert "collabkit: error: distributed training failed" in err
+    assert "collabkit: error: distributed training failed: rank 0 exited with code 1" in err
+    assert "internal error" not in err  # rank 1, left without its peer, says nothing: the cause is rank 0's
     assert waited < 60  # the collectives' timeout is 120 s
+
+
+def test_the_launcher_blames_the_rank_that_failed_not_one_that_lost_its_peer(monkeypatch):
+    """Rank 1 fails; rank 0 then stops because its peer is gone (exit PEER_LOST). The message names rank 1."""
+    import torch.distributed.run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from collabkit import distributed
+
+    failures = {0: ProcessFailure(0, 100, distributed.PEER_LOST, "<N/A>"), 1: ProcessFailure(1, 101, 1, "<N/A>")}
+
+    def torchrun(args):
+        raise ChildFailedError("collabkit", failures)
+
+    monkeypatch.setattr(torch.distributed.run, "main", torchrun)
+    with pytest.raises(distributed.DistributedError, match="rank 1 exited with code 1"):
+        distributed.launch(["train"], 2)

@@ -186,6 +186,21 @@ def test_the_data_cell_loads_the_fits_compiled_loop_in_the_background(dls):
     assert torch.equal(torch.rand(4), expected)
 
 
+def test_a_script_that_ends_while_the_loop_loads_exits_cleanly(planted, tmp_path):
+    """A process that builds the loaders and ends at once (the load takes ~0.6 s) waits for the loading thread:
+    torn down under it, numba's native code aborted the process (exit 134, about one run in three)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "ratings.csv"
+    lesson_table(planted).to_csv(path, index=False)
+    script = ("import sys, pandas as pd\nfrom collabkit.fastai import CollabDataLoaders\n"
+              "CollabDataLoaders.from_df(pd.read_csv(sys.argv[1]), item_name='title', seed=0)\nprint('built')\n")
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stdout.strip()) == (0, "built"), done.stderr[-2000:]
+
+
 def test_weight_decay_as_the_notes_add_it(dls, lesson_dls):
     """wd=0.1 trains, and it does decay: the same model from the same start and batches, without it,
     ends with larger weights (Σp², what the notes' penalty adds to the loss)."""

@@ -498,6 +498,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 status = _train(args, config, device)
         finished = True
         return status
+    except Exception as exc:
+        if distributed.peer_lost(exc):
+            raise distributed.PeerLostError(f"rank {distributed.rank()} stopped: another rank failed ({exc})") from exc
+        raise
     finally:
         # a rank that failed leaves without the final barrier: the others, waiting in a collective of the
         # training, see its connection close and stop at once, instead of at the collectives' timeout
@@ -985,6 +989,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collabkit: interrupted", file=sys.stderr)
         return 130
+    except distributed.PeerLostError as exc:  # the rank that failed first says why; this one only follows
+        if args.verbose:
+            traceback.print_exc()
+        log.info("%s", exc)
+        return distributed.PEER_LOST
     except (CollabkitError, OSError) as exc:  # what the user can fix: a file, a setting, the data
         if args.verbose:
             traceback.print_exc()

@@ -36,6 +36,26 @@ class DistributedError(CollabkitError, RuntimeError):
     """A worker failed, or the process group could not be formed."""
 
 
+PEER_LOST = 3
+"""The exit status of a worker that stopped only because another rank failed (its connection closed under a
+collective): :func:`launch` names the rank that failed first, not this one, and such a worker says nothing."""
+
+
+class PeerLostError(DistributedError):
+    """This rank's collective failed because another rank went away; the cause is that rank's error."""
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc``, raised in a collective of a multi-process run, means another rank is gone."""
+    if world_size() == 1:
+        return False
+    if isinstance(exc, dist.DistBackendError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        words in text for words in ("closed by peer", "reset by peer", "broken pipe", "connection refused"))
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
@@ -139,7 +159,9 @@ def launch(argv: Sequence[str], nproc: int) -> int:
         torchrun(args)
     except ChildFailedError as exc:
         failures = exc.failures
-        first = failures[min(failures)] if failures else None
+        # the rank to blame: one that did not stop merely because another went away (PEER_LOST), lowest first
+        causes = sorted(failures, key=lambda r: (failures[r].exitcode == PEER_LOST, r))
+        first = failures[causes[0]] if causes else None
         detail = f"rank {first.local_rank} exited with code {first.exitcode}" if first else "a worker failed"
         raise DistributedError(f"distributed training failed: {detail}; see the worker output above") from exc
     return 0

@@ -93,7 +93,7 @@ def check_size(n_users: int, n_items: int) -> None:
     """Refuse, in one line, data too large for the dense SVD of the implicit sets (before any is built)."""
     if n_users * n_items > DENSE_CELLS:
         raise ConfigError(
-            f"the accurate preset (solver bayes-svdpp) builds a dense users × items matrix, and {n_users:,} users "
+            f"the bayes-svdpp solver (--preset accurate) builds a dense users × items matrix, and {n_users:,} users "
             f"× {n_items:,} items is more than its limit of {DENSE_CELLS:,} cells; train data this size with the "
             "default preset (solver bayes)"
         )

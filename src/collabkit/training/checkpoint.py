@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from collabkit.errors import ModelFileError
+from collabkit.errors import ConfigError, ModelFileError
 
 CHECKPOINT_FORMAT = "collabkit-checkpoint-1"
 
@@ -49,3 +49,22 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ModelFileError(f"{str(path)!r} is not a {CHECKPOINT_FORMAT} checkpoint")
     return state
+
+
+def data_fingerprint(train) -> dict:
+    """What a checkpoint records of its training rows (a loader's ``x``, ``y``): their count and sums, which
+    another ``--seed``, split or file changes."""
+    x, y = train.x.cpu(), train.y.cpu()
+    return {"rows": int(len(y)), "users": int(x[:, 0].long().sum()), "items": int(x[:, 1].long().sum()),
+            "ratings": float(y.double().sum())}
+
+
+def check_same_data(state: dict, train) -> None:
+    """Refuse to resume ``state`` on training rows other than its own (checkpoints without a record pass)."""
+    saved = state.get("data")
+    if saved is not None and saved != data_fingerprint(train):
+        raise ConfigError(
+            f"the checkpoint was trained on other rows ({saved['rows']:,} training ratings, now "
+            f"{len(train.y):,}, or the same number split differently); resume with the same --data, --seed and "
+            "split options"
+        )

@@ -224,7 +224,7 @@ _loading_lock = threading.Lock()
 
 
 def load_in_background() -> None:
-    """Start loading the compiled loop in a daemon thread, once per process; returns at once.
+    """Start loading the compiled loop in a thread, once per process; returns at once.
 
     Loading it (numba's import, then its cached machine code) takes about 0.6 s
     of the first fit in a process. The lesson's data cell calls this
@@ -235,7 +235,7 @@ def load_in_background() -> None:
     global _loading
     with _loading_lock:
         if _loading is None:
-            _loading = threading.Thread(target=_load_loop, name="collabkit-load-loop", daemon=True)
+            _loading = threading.Thread(target=_load_loop, name="collabkit-load-loop")
             _loading.start()
 
 

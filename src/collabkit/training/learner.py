@@ -31,7 +31,13 @@ from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
 from collabkit.errors import ConfigError, DataError, ModelFileError, TrainingDivergedError
 from collabkit.training.callbacks import Callback, CancelFitException, ProgressCallback
-from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from collabkit.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_same_data,
+    data_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from collabkit.training.losses import MSELossFlat
 from collabkit.training.lr_find import SUGGESTIONS, LRFinderResult
 from collabkit.training.optim import (
@@ -347,6 +353,7 @@ class Learner:
             "schedule": dataclasses.asdict(spec),
             "wd": wd,
             "wd_mode": self.wd_mode,
+            "data": data_fingerprint(self.dls.train),
             "model": self.model.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": schedule.state_dict() if schedule is not None else None,
@@ -355,6 +362,7 @@ class Learner:
         }
 
     def _restore(self, state: dict, opt, schedule) -> int:
+        check_same_data(state, self.dls.train)
         if state["wd_mode"] != self.wd_mode:
             raise ConfigError(f"the checkpoint was trained with wd_mode={state['wd_mode']!r}, not {self.wd_mode!r}")
         try:

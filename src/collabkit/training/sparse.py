@@ -41,6 +41,7 @@ user biases at the end, so the result is an ordinary ``DotProductBias``
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -54,11 +55,19 @@ from collabkit import distributed
 from collabkit.errors import ConfigError, ModelFileError, TrainingDivergedError
 from collabkit.models import DotProductBias
 from collabkit.models.layers import positive_ints
-from collabkit.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from collabkit.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_same_data,
+    data_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from collabkit.training.recorder import Recorder
 
 if TYPE_CHECKING:
     from collabkit.training.sharded import ShardedEngine
+
+log = logging.getLogger(__name__)
 
 _INITIAL_ACC = 0.1
 """Each row's Adagrad accumulator starts here, so the first steps are at most ``lr / √0.1``."""
@@ -280,6 +289,9 @@ def fit_sparse(
     keeps_position = checkpoint is not None or resume is not None
     if compiled is None:
         compiled = device.type == "cpu" and not several and not keeps_position
+        if device.type == "cpu" and not several and keeps_position:
+            log.warning("checkpoints: the sparse solver trains with torch's ops, not its compiled loop (which has "
+                        "no batch position to save), and that is many times slower; drop --checkpoint for speed")
     if compiled and (device.type != "cpu" or several or keeps_position):
         raise ConfigError("the compiled engine runs in one CPU process without checkpoints; "
                           f"the model is on {device}, with {distributed.world_size()} process(es)")
@@ -344,6 +356,7 @@ def sparse_state(learn, engine, epochs_done: int, n_epoch: int, hyper: dict) -> 
         "epochs_done": epochs_done,
         "n_epoch": n_epoch,
         "hyper": hyper,
+        "data": data_fingerprint(learn.dls.train),
         "model": {name: t.cpu() for name, t in tables.items()},
         "accumulators": {name: a.cpu() for name, a in accumulators.items()},
         "generator": generator.get_state() if generator is not None else None,
@@ -361,6 +374,7 @@ def load_sparse_state(path: str | Path) -> dict:
 
 def _restore(learn, engine, state: dict, hyper: dict, epochs: int) -> int:
     """Load ``state`` into ``engine`` and the learner; the number of epochs already done."""
+    check_same_data(state, learn.dls.train)
     saved = state["hyper"]
     differ = [f"{name} {saved[name]} (now {hyper[name]})" for name in ("lr", "reg", "bias_reg", "bs")
               if saved[name] != hyper[name]]
