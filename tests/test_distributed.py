@@ -142,3 +142,6 @@ def test_the_launcher_blames_the_rank_that_failed_not_one_that_lost_its_peer(mon
     monkeypatch.setattr(torch.distributed.run, "main", torchrun)
     with pytest.raises(distributed.DistributedError, match="rank 1 exited with code 1"):
         distributed.launch(["train"], 2)
+    failures[1] = ProcessFailure(1, 101, distributed.PEER_LOST, "<N/A>")  # both lost contact: no rank to blame
+    with pytest.raises(distributed.DistributedError, match="the ranks lost contact with each other"):
+        distributed.launch(["train"], 2)

@@ -162,6 +162,9 @@ def launch(argv: Sequence[str], nproc: int) -> int:
         # the rank to blame: one that did not stop merely because another went away (PEER_LOST), lowest first
         causes = sorted(failures, key=lambda r: (failures[r].exitcode == PEER_LOST, r))
         first = failures[causes[0]] if causes else None
+        if first is not None and first.exitcode == PEER_LOST:  # no rank failed on its own: a collective broke
+            raise DistributedError("distributed training failed: the ranks lost contact with each other (a "
+                                   "collective failed or timed out); run with -v to see each rank's error") from exc
         detail = f"rank {first.local_rank} exited with code {first.exitcode}" if first else "a worker failed"
         raise DistributedError(f"distributed training failed: {detail}; see the worker output above") from exc
     return 0
