@@ -276,36 +276,76 @@ def gibbs_sweep(
     return U, V, V_mean, g, h, alpha
 
 
-def report_chain(learn, callbacks, train_mean: torch.Tensor, train_target: torch.Tensor,
-                 valid_mean: torch.Tensor | None, sweeps_done: int, seconds: float, sweeps: int, warned: bool,
-                 valid_target: torch.Tensor | None = None) -> bool:
-    """One row of a Gibbs sampler's posterior mean so far, as a learner's epoch: the learner's loss on the
-    training pairs (``train_mean`` against ``train_target``) and its loss and metrics on the validation rows
-    (``valid_mean``, or ``None`` without any), recorded and shown to the callbacks. A callback cannot stop
-    a chain (the model's width is kept samples × factors, fixed before sampling); the first that asks is
-    told so in the log. Returns whether that has been said.
+class Chain:
+    """The frame both Gibbs samplers sweep in, as a learner's fit: a report period (``report_every`` sweeps
+    after burn-in) is one epoch, with the callbacks' ``before_epoch`` when it opens and a recorded row of the
+    posterior mean so far when it closes.
 
-    In several processes each rank passes its share of the pairs (``valid_target``: its validation targets)
-    and the row comes from the ranks' summed errors (:meth:`Learner.reduce_metrics`)."""
-    if distributed.world_size() > 1:
-        row = [learn.reduce_metrics(train_mean, train_target)[0]]
-        if valid_mean is not None:
-            row += learn.reduce_metrics(valid_mean, valid_target)
-    else:
-        row = [float(learn.loss_func(train_mean.float(), train_target.float()))]
-        if valid_mean is not None:
-            valid_pred, targets = valid_mean.float(), learn.dls.valid.y.cpu()
-            row += [float(learn.loss_func(valid_pred, targets)),
-                    *(float(m(valid_pred, targets)) for m in learn.metrics)]
-    if valid_mean is None:
-        row += [float("nan")] * (1 + len(learn.metrics))
-    report = len(learn.recorder.values)
-    learn.record_epoch(report, row, sweeps_done, seconds)
-    if learn.after_epoch(callbacks, report) and not warned:
-        log.warning("a callback asked to stop early; the Gibbs sampler keeps a fixed number of samples, so it runs "
-                    "all %d sweeps", sweeps)
-        return True
-    return warned
+    Use it as ``with Chain(learn, config) as chain:``, and in every sweep ``chain.begin()``; then
+    :meth:`keeps` says whether the sweep's sample is kept, :meth:`due` whether a report is, and
+    :meth:`report` records it. A callback cannot stop a chain (the model's width is kept samples × factors,
+    fixed before sampling); the first that asks is told so in the log.
+    """
+
+    def __init__(self, learn, config: BayesConfig) -> None:
+        self.learn, self.config = learn, config
+        self.open = False  # between a report period's before_epoch and its report
+        self.warned = False
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> Chain:
+        reports = math.ceil((self.config.sweeps - self.config.burn_in) / self.config.report_every)
+        self._fitting = self.learn.fitting(reports)
+        self.callbacks = self._fitting.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._fitting.__exit__(*exc)
+
+    def begin(self) -> None:
+        """Open a report period if none is open (the callbacks' ``before_epoch``)."""
+        if not self.open:
+            self.learn.before_epoch(self.callbacks, len(self.learn.recorder.values))
+            self.open = True
+
+    def keeps(self, sweep: int) -> bool:
+        """Whether the sample of ``sweep`` (0-based) is kept: past burn-in, every ``thin``-th."""
+        return sweep >= self.config.burn_in and (sweep - self.config.burn_in) % self.config.thin == 0
+
+    def due(self, sweep: int, kept: int) -> bool:
+        """Whether a report is due after ``sweep``, with ``kept`` samples kept so far."""
+        done = sweep + 1 - self.config.burn_in
+        return kept > 0 and (done % self.config.report_every == 0 or sweep + 1 == self.config.sweeps)
+
+    def report(self, sweep: int, train_mean: torch.Tensor, train_target: torch.Tensor,
+               valid_mean: torch.Tensor | None, valid_target: torch.Tensor | None = None) -> None:
+        """Record the posterior mean so far after ``sweep``: the learner's loss on the training pairs
+        (``train_mean`` against ``train_target``), its loss and metrics on the validation rows (``valid_mean``,
+        or ``None`` without any), and show the row to the callbacks.
+
+        In several processes each rank passes its share of the pairs (``valid_target``: its validation
+        targets) and the row comes from the ranks' summed errors (:meth:`Learner.reduce_metrics`)."""
+        learn = self.learn
+        if distributed.world_size() > 1:
+            row = [learn.reduce_metrics(train_mean, train_target)[0]]
+            if valid_mean is not None:
+                row += learn.reduce_metrics(valid_mean, valid_target)
+        else:
+            row = [float(learn.loss_func(train_mean.float(), train_target.float()))]
+            if valid_mean is not None:
+                valid_pred, targets = valid_mean.float(), learn.dls.valid.y.cpu()
+                row += [float(learn.loss_func(valid_pred, targets)),
+                        *(float(m(valid_pred, targets)) for m in learn.metrics)]
+        if valid_mean is None:
+            row += [float("nan")] * (1 + len(learn.metrics))
+        epoch = len(learn.recorder.values)
+        learn.record_epoch(epoch, row, sweep + 1, time.perf_counter() - self.started)
+        if learn.after_epoch(self.callbacks, epoch) and not self.warned:
+            log.warning("a callback asked to stop early; the Gibbs sampler keeps a fixed number of samples, so it "
+                        "runs all %d sweeps", self.config.sweeps)
+            self.warned = True
+        self.started = time.perf_counter()
+        self.open = False
 
 
 def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None:
@@ -344,39 +384,28 @@ def fit_bayes(learn, config: BayesConfig = BayesConfig(), seed: int = 0) -> None
     valid_rows = slice(*distributed.row_range(valid.n))  # this rank's share of the validation rows
     v_users, v_items = valid.x[valid_rows, 0].cpu().long(), valid.x[valid_rows, 1].cpu().long()
     valid_sum = torch.zeros(len(v_users), dtype=torch.float64)
-    reports = math.ceil((config.sweeps - config.burn_in) / config.report_every)
     summed = 0  # kept samples already in train_sum
-    started = time.perf_counter()
-    warned_cancel = False
-    with learn.fitting(reports) as callbacks:
-        period_open = False  # between a report period's before_epoch and its after_epoch
+    with Chain(learn, config) as chain:
         for sweep in range(config.sweeps):
-            if not period_open:
-                learn.before_epoch(callbacks, len(learn.recorder.values))
-                period_open = True
+            chain.begin()
             U, V, V_mean, g, h, alpha = gibbs_sweep(
                 by_user, by_item, U, V, g, h, alpha, rng.standard_gamma(shapes), rng.standard_normal(n_normals),
                 c, config.beta0, share,
             )
             if not (math.isfinite(alpha) and torch.isfinite(V).all()):
                 raise TrainingDivergedError(f"the Gibbs sampler diverged at sweep {sweep + 1}")
-            if sweep >= config.burn_in and (sweep - config.burn_in) % config.thin == 0:
+            if chain.keeps(sweep):
                 kept_u.append(U)
                 kept_v.append(V_mean)
                 valid_sum += (U[v_users] * V_mean[v_items]).sum(1)
-            done = sweep + 1 - config.burn_in
-            if kept_u and (done % config.report_every == 0 or sweep + 1 == config.sweeps):
+            if chain.due(sweep, len(kept_u)):
                 s = len(kept_u)
                 # the training predictions of the samples kept since the last report, in one product
                 new_u, new_v = torch.cat(kept_u[summed:], 1), torch.cat(kept_v[summed:], 1)
                 train_sum += torch.sparse.sampled_addmm(by_user.ones, new_u[share.users], new_v.T, beta=0.0).values()
                 summed = s
                 valid_mean = mu + valid_sum / s if valid.n else None
-                warned_cancel = report_chain(learn, callbacks, train_sum / s, by_user.values, valid_mean, sweep + 1,
-                                             time.perf_counter() - started, config.sweeps, warned_cancel,
-                                             valid.y[valid_rows].cpu())
-                started = time.perf_counter()
-                period_open = False
+                chain.report(sweep, train_sum / s, by_user.values, valid_mean, valid.y[valid_rows].cpu())
     store_posterior_mean(model, kept_u, kept_v, torch.full((len(U),), mu), torch.zeros(len(V)))
 
 

@@ -53,11 +53,11 @@ from collabkit.errors import ConfigError, TrainingDivergedError
 from collabkit.models import DotProductBias
 from collabkit.training.bayes import (
     BayesConfig,
+    Chain,
     GibbsSolver,
     Ratings,
     draw_rows,
     normal_wishart,
-    report_chain,
     store_posterior_mean,
 )
 
@@ -196,9 +196,6 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
     kept_p, kept_q, kept_bu, kept_bi = [], [], [], []
     train_sum = torch.zeros(n, dtype=torch.float64)
     valid_sum = torch.zeros(len(v_users), dtype=torch.float64)
-    reports = math.ceil((config.sweeps - config.burn_in) / config.report_every)
-    warned_cancel = False
-    started = time.perf_counter()
 
     def prior(rows: torch.Tensor, implicit_term: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Λ, μ)`` drawn given the rows' own parts ``rows - implicit_term``, and each row's ``Λ (μ + term)``."""
@@ -208,12 +205,9 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
         prec_t = t(prec)
         return prec_t, t(mean), (t(mean)[None, :] + implicit_term) @ prec_t
 
-    with learn.fitting(reports) as callbacks:
-        period_open = False  # between a report period's before_epoch and its after_epoch
+    with Chain(learn, config) as chain:
         for sweep in range(config.sweeps):
-            if not period_open:
-                learn.before_epoch(callbacks, len(learn.recorder.values))
-                period_open = True
+            chain.begin()
             # the biases given the factors; then the targets of the factors' draws
             dot = (P[users_t] * Q[items_t]).sum(1)
             if config.biases:
@@ -248,7 +242,7 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
 
             if not (math.isfinite(alpha) and torch.isfinite(Q).all() and torch.isfinite(P).all()):
                 raise TrainingDivergedError(f"the Gibbs sampler diverged at sweep {sweep + 1}")
-            if sweep >= config.burn_in and (sweep - config.burn_in) % config.thin == 0:
+            if chain.keeps(sweep):
                 # (b, P, E[Q | P, b]) : the biases are the ones P and Q were drawn given
                 kept_p.append(P)
                 kept_q.append(Q_mean)
@@ -257,14 +251,10 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
                 biases = t(b_u[users] + b_i[items])
                 train_sum += biases + (P[users_t] * Q_mean[items_t]).sum(1)
                 valid_sum += t(b_u)[v_users] + t(b_i)[v_items] + (P[v_users] * Q_mean[v_items]).sum(1)
-            done = sweep + 1 - config.burn_in
-            if kept_p and (done % config.report_every == 0 or sweep + 1 == config.sweeps):
+            if chain.due(sweep, len(kept_p)):
                 s = len(kept_p)
                 valid_mean = mu + valid_sum / s if len(v_users) else None
-                warned_cancel = report_chain(learn, callbacks, train_sum / s, centred, valid_mean, sweep + 1,
-                                             time.perf_counter() - started, config.sweeps, warned_cancel)
-                started = time.perf_counter()
-                period_open = False
+                chain.report(sweep, train_sum / s, centred, valid_mean)
     store_posterior_mean(model, kept_p, kept_q, t(mu + np.mean(kept_bu, 0)), t(np.mean(kept_bi, 0)))
 
 
