@@ -216,32 +216,31 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="u1 only, once per seed: mean, spread")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    rmse_table = "| preset | data / split | RMSE | fit s |\n|---|---|---:|---:|"
     if args.variants:
         variants(args.data_dir)
-        return
-    if args.tune:
+    elif args.tune:
         tune(args.data_dir)
-        return
-    if args.transductive:
-        print("| preset | data / split | RMSE | fit s |")
-        print("|---|---|---:|---:|")
+    elif args.transductive:
+        print(rmse_table)
         transductive(args.data_dir)
-        return
-    if args.time_effects:
+    elif args.time_effects:
         time_effects(args.data_dir)
-        return
-    if args.seeds:
-        print("| preset | data / split | RMSE mean ± sd | fit s |")
-        print("|---|---|---:|---:|")
+    elif args.seeds:
+        print("| preset | data / split | RMSE mean ± sd | fit s |\n|---|---|---:|---:|")
         for preset in args.presets:
             seeds(preset, args.seeds, args.data_dir)
-        return
-    print("| preset | data / split | RMSE | fit s |")
-    print("|---|---|---:|---:|")
-    for preset in args.presets:
+    else:
+        print(rmse_table)
+        presets(args.presets, args.data_dir)
+
+
+def presets(names: list[str], data_dir: str) -> None:
+    """Each preset on ML-100K u1 (with its ranking), the u1–u5 mean, ua, ub and ml-latest-small."""
+    for preset in names:
         fold_rmse, fold_time = [], []
         for k in range(1, 6):
-            base, test = load_ml_100k_split(f"u{k}", args.data_dir)
+            base, test = load_ml_100k_split(f"u{k}", data_dir)
             score, seconds, learn = fit_and_score(preset, base.ratings[COLUMNS], test.ratings[COLUMNS])
             fold_rmse.append(score)
             fold_time.append(seconds)
@@ -255,7 +254,7 @@ def main() -> None:
         print(f"| {preset} | ML-100K u1-u5 mean ({per_fold}) | {statistics.mean(fold_rmse):.4f} "
               f"| {statistics.median(fold_time):.1f} (median) |", flush=True)
         for split in ("ua", "ub"):
-            base, test = load_ml_100k_split(split, args.data_dir)
+            base, test = load_ml_100k_split(split, data_dir)
             score, seconds, _ = fit_and_score(preset, base.ratings[COLUMNS], test.ratings[COLUMNS])
             print(f"| {preset} | ML-100K {split}.base → {split}.test | {score:.4f} | {seconds:.1f} |", flush=True)
         small = load_ml_latest_small()
