@@ -286,7 +286,7 @@ def load_model(path: str | Path) -> LoadedModel:
         raise ModelFileError(f"{str(path)!r} has an inconsistent config or vocabulary: {type(exc).__name__}: "
                              f"{first}") from exc
     if model is not None:
-        _load_weights(path, model, spec["class"], len(users), len(items))
+        _load_weights(path, model, len(users), len(items))
     interactions = None
     if ranker is not None:
         ranker.load_state(_read_tensors(path / RANKER), len(users), len(items))
@@ -371,7 +371,7 @@ def _load_interactions(path: Path, n_users: int, n_items: int) -> Interactions:
     return interactions
 
 
-def _load_weights(path: Path, model: nn.Module, class_name: str, n_users: int, n_items: int) -> None:
+def _load_weights(path: Path, model: nn.Module, n_users: int, n_items: int) -> None:
     """Fill ``model`` from model.safetensors, checking its tables against the vocabularies."""
     weights_path = path / WEIGHTS
     tensors = _read_tensors(weights_path)

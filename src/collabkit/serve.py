@@ -344,6 +344,7 @@ class ServedModel:
         self.item_ids = rec.items.ids.tolist()
         self.item_titles = [_title(t) for t in rec.titles] if rec.titles is not None else None
         self.user_trained = rec.user_trained
+        self._maps: dict[int, Any] = {}  # /map's PCA of the n most-rated items, by n: the same for every request
 
     @classmethod
     def load(cls, model_dir: Path) -> ServedModel:
@@ -410,7 +411,9 @@ class ServedModel:
             ranker = rec.ranker.name if rec.ranker is not None else "a ranking model"
             return _no_map(f"this model was trained on implicit feedback and ranks with {ranker}, which has no "
                            "item factors to map")
-        pca = item_pca(rec, n_components=2, top=n)
+        pca = self._maps.get(n)
+        if pca is None:
+            pca = self._maps.setdefault(n, item_pca(rec, n_components=2, top=n))
         if len(pca.explained) < 2:
             return _no_map("the item factors have fewer than two dimensions")
         shown = set(pca.frame["item"].tolist())

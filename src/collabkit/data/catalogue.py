@@ -137,15 +137,17 @@ class Catalogue:
         return f"; did you mean {', '.join(repr(t) for t in close)}?" if close else ""
 
     @functools.cached_property
-    def _search_index(self) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Trained item rows, their lower-cased titles (ids as text where there are none), most-rated first."""
+    def _search_index(self) -> tuple[np.ndarray, list[str], dict[str, int]]:
+        """Trained item rows, most-rated first; their lower-cased titles (ids as text where there are none);
+        and each title's first (most-rated) position among them."""
         rows = self.trained_item_rows
         if self.history is not None:
             rows = rows[np.argsort(-self.history.item_counts[rows], kind="stable")]
         ids = self.items.ids
         names = [str(self.titles[r]) if self.titles is not None and self.titles[r] is not None else str(ids[r])
                  for r in rows.tolist()]
-        return rows, [name.casefold() for name in names], np.asarray(names, dtype=object)
+        position = {name: k for k, name in reversed(list(enumerate(names)))}
+        return rows, [name.casefold() for name in names], position
 
     def search_titles(self, query: str, n: int = 10) -> pd.DataFrame:
         """Trained items whose title contains ``query``, ignoring case: titles that start with it first,
@@ -160,12 +162,11 @@ class Catalogue:
         if not (isinstance(n, int) and n >= 1):
             raise ConfigError(f"n must be a positive integer, got {n!r}")
         needle = query.strip().casefold()
-        rows, folded, names = self._search_index
+        rows, folded, position = self._search_index
         hits = [k for k, name in enumerate(folded) if needle in name]
         hits.sort(key=lambda k: not folded[k].startswith(needle))  # stable: most-rated first within each group
         match = "contains"
         if not hits and self.titles is not None:
-            position = {name: k for k, name in reversed(list(enumerate(names.tolist())))}
             hits = [position[t] for t in self.close_titles(query.strip(), n, 0.5) if t in position]
             match = "close"
         picked = rows[np.asarray(hits[:n], dtype=np.int64)]
