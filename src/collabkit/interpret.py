@@ -61,7 +61,10 @@ class FactorPCA:
     def project(self, rec: Recommender, items: Sequence[Any]) -> pd.DataFrame:
         """Other trained items (ids or titles) placed on these same components, as rows shaped like
         :attr:`frame`: so someone's own films can be shown on the map of the most-rated ones."""
-        rows = rec.catalogue.trained_item_rows_of(list(items))  # raises naming an unknown or untrained one
+        return self.place(rec, rec.catalogue.trained_item_rows_of(list(items)))  # (names an unknown or untrained one)
+
+    def place(self, rec: Recommender, rows: np.ndarray) -> pd.DataFrame:
+        """The items at ``rows`` on these components: their :meth:`Recommender.item_table` with ``pc1``, ``pc2``, ..."""
         factors = rec.view.item_factors[torch.from_numpy(rows)].double().numpy()
         coords = (factors - self.mean) @ self.components.T
         frame = rec.item_table(rows)
@@ -93,15 +96,12 @@ def item_pca(rec: Recommender, n_components: int = 3, top: int | None = 1000) ->
     k = min(n_components, factors.shape[1], len(rows))
     if k < 1 or len(rows) < 2:
         raise DataError("a PCA needs at least two trained items")
-    centred = factors - factors.mean(0)
-    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    _, s, vh = torch.linalg.svd(factors - factors.mean(0), full_matrices=False)
     vh = vh[:k] * torch.sign(vh[:k].gather(1, vh[:k].abs().argmax(1, keepdim=True)))
-    coords = (centred @ vh.T).numpy()
-    frame = rec.item_table(rows)
-    for c in range(k):
-        frame[f"pc{c + 1}"] = coords[:, c]
     variance = (s**2).numpy()
-    return FactorPCA(frame, variance[:k] / variance.sum(), factors.mean(0).numpy(), vh.numpy())
+    pca = FactorPCA(pd.DataFrame(), variance[:k] / variance.sum(), factors.mean(0).numpy(), vh.numpy())
+    pca.frame = pca.place(rec, rows)
+    return pca
 
 
 def _figure(ncols: int = 1) -> tuple[Figure, list]:
