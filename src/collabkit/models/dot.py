@@ -6,13 +6,12 @@ import torch
 from torch import nn
 
 from collabkit.models.factors import FactorView
-from collabkit.models.layers import Embedding, checked_y_range, positive_ints, sigmoid_range
+from collabkit.models.layers import Embedding, checked_y_range, positive_int, sigmoid_range
 
 
 def _check_sizes(n_users: int, n_items: int, n_factors: int) -> tuple[int, int, int]:
     """The three sizes as plain ints (numpy ints too, so that config() is JSON), each checked positive."""
-    return tuple(positive_ints(name, [value])[0]  # type: ignore[return-value]
-                 for name, value in (("n_users", n_users), ("n_items", n_items), ("n_factors", n_factors)))
+    return positive_int("n_users", n_users), positive_int("n_items", n_items), positive_int("n_factors", n_factors)
 
 
 class DotProduct(nn.Module):

@@ -58,16 +58,19 @@ def checked_y_range(y_range) -> tuple[float, float] | None:
     return low, high
 
 
+def positive_int(name: str, value) -> int:
+    """``value`` as a positive int (a size, a count); anything else is a ValueError naming it."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1):
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def positive_ints(name: str, values) -> list[int]:
     """``values`` as a list of positive ints (layer widths, table sizes); anything else is a ValueError
     naming the first bad value."""
     if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
         raise ConfigError(f"{name} must be a list of positive integers, got {values!r}")
-    out = list(values)
-    for v in out:
-        if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 1):
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-    return [int(v) for v in out]
+    return [positive_int(name, v) for v in list(values)]
 
 
 def sigmoid_range(x: torch.Tensor, low: float, high: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 
 from collabkit.errors import ConfigError
 from collabkit.models import DotProduct, DotProductBias, EmbeddingNN, emb_sz_rule
-from collabkit.models.layers import checked_y_range, positive_ints
+from collabkit.models.layers import checked_y_range, positive_int, positive_ints
 from collabkit.training.callbacks import EarlyStoppingCallback, SaveModelCallback
 from collabkit.training.optim import check_wd_mode
 
@@ -50,14 +50,14 @@ class SGDConfig:
         if self.model not in MODELS:
             raise ConfigError(f"model must be one of {MODELS}, got {self.model!r}")
         for name in ("n_factors", "epochs", "bs"):
-            positive_ints(name, [getattr(self, name)])
+            positive_int(name, getattr(self, name))
         object.__setattr__(self, "layers", tuple(positive_ints("layers", self.layers)))
         checked_y_range(self.y_range)
         if not self.lr > 0 or not self.wd >= 0:
             raise ConfigError(f"lr must be > 0 and wd >= 0, got lr={self.lr}, wd={self.wd}")
         check_wd_mode(self.wd_mode)
         if self.patience is not None:
-            positive_ints("patience (early stopping, in epochs)", [self.patience])
+            positive_int("patience (early stopping, in epochs)", self.patience)
 
 
 class SGDSolver:

@@ -54,7 +54,7 @@ import torch
 from collabkit import distributed
 from collabkit.errors import ConfigError, ModelFileError, TrainingDivergedError
 from collabkit.models import DotProductBias
-from collabkit.models.layers import positive_ints
+from collabkit.models.layers import positive_int
 from collabkit.training.checkpoint import (
     CHECKPOINT_FORMAT,
     check_same_data,
@@ -254,7 +254,7 @@ class SparseConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_factors", "epochs", "bs"):
-            positive_ints(name, [getattr(self, name)])
+            positive_int(name, getattr(self, name))
         if not (self.lr > 0 and self.reg >= 0):
             raise ConfigError(f"lr must be > 0 and the L2 penalty (wd) >= 0, got lr={self.lr}, wd={self.reg}")
 
