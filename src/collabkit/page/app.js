@@ -560,11 +560,15 @@ async function refreshRecommendations(mine = ++seq.recs) {
   $("recs").setAttribute("aria-busy", "false");
 }
 
+// one film of a list: the film (click: its similar films), a score, and a button to rate it
+function filmRow(film, score) {
+  return el("li", {}, filmButton(film), el("span", {class: "score", text: score}),
+    el("button", {type: "button", class: "secondary", text: t("rate"), "aria-label": t("rateFilm", filmLabel(film)),
+                  onclick: () => addFilm(film)}));
+}
+
 function renderRecs() {
-  $("recs").replaceChildren(...state.recs.map((r) => el("li", {}, filmButton(r),
-    el("span", {class: "score", text: t("score", fmt(r.score, 3))}),
-    el("button", {type: "button", class: "secondary", text: t("rate"), "aria-label": t("rateFilm", filmLabel(r)),
-                  onclick: () => addFilm(r)}))));
+  $("recs").replaceChildren(...state.recs.map((r) => filmRow(r, t("score", fmt(r.score, 3)))));
 }
 
 // --- similar films ------------------------------------------------------------------------------
@@ -600,10 +604,7 @@ function renderSimilar() {
     return;
   }
   status.textContent = t("similarTo", filmLabel(similar.film));
-  $("similar").replaceChildren(...similar.list.map((s) => el("li", {}, filmButton(s),
-    el("span", {class: "score", text: fmt(s.similarity, 3)}),
-    el("button", {type: "button", class: "secondary", text: t("rate"), "aria-label": t("rateFilm", filmLabel(s)),
-                  onclick: () => addFilm(s)}))));
+  $("similar").replaceChildren(...similar.list.map((s) => filmRow(s, fmt(s.similarity, 3))));
 }
 
 // --- the taste map ------------------------------------------------------------------------------
