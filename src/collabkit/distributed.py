@@ -118,10 +118,11 @@ def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
 
 
-def row_range(n: int) -> tuple[int, int]:
-    """This rank's contiguous share ``[start, stop)`` of ``n`` rows: rank r of W holds rows ``n·r//W`` up to
-    ``n·(r+1)//W`` (all of them in a single process)."""
-    r, w = rank(), world_size()
+def row_range(n: int, of_rank: int | None = None, world: int | None = None) -> tuple[int, int]:
+    """A rank's contiguous share ``[start, stop)`` of ``n`` rows (default: this rank's, in this process group):
+    rank r of W holds rows ``n·r//W`` up to ``n·(r+1)//W`` (all of them in a single process)."""
+    r = rank() if of_rank is None else of_rank
+    w = world_size() if world is None else world
     return n * r // w, n * (r + 1) // w
 
 
@@ -137,13 +138,13 @@ def all_gather_rows(n: int, *blocks: torch.Tensor) -> list[torch.Tensor]:
         return list(blocks)
     rows = blocks[0].shape[0]
     widths = [math.prod(b.shape[1:]) for b in blocks]  # (a share may have no rows)
-    bounds = [n * r // world for r in range(world + 1)]
-    longest = max(stop - start for start, stop in zip(bounds, bounds[1:]))
+    shares = [row_range(n, r, world) for r in range(world)]
+    longest = max(stop - start for start, stop in shares)
     packed = blocks[0].new_zeros((longest, sum(widths)))
     packed[:rows] = torch.cat([b.reshape(rows, w) for b, w in zip(blocks, widths)], 1)
     parts = [torch.empty_like(packed) for _ in range(world)]
     dist.all_gather(parts, packed)
-    whole = torch.cat([part[: stop - start] for part, start, stop in zip(parts, bounds, bounds[1:])])
+    whole = torch.cat([part[: stop - start] for part, (start, stop) in zip(parts, shares)])
     tables = torch.split(whole, widths, 1)
     return [t.reshape(n, *b.shape[1:]).contiguous() for t, b in zip(tables, blocks)]
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from collabkit import distributed
 from collabkit.data.ratings import Duplicates, validate_ratings
 from collabkit.data.splits import random_split, torch_generator
 from collabkit.data.vocab import Vocabulary
@@ -80,8 +81,7 @@ class IndexBatches:
 
     def _own_rows(self) -> tuple[int, int]:
         """The contiguous part of an unshuffled, sharded split that this rank reads."""
-        bounds = [self.n * r // self.world for r in range(self.world + 1)]
-        return bounds[self.rank], bounds[self.rank + 1]
+        return distributed.row_range(self.n, self.rank, self.world)
 
     def __len__(self) -> int:
         n = self.n

@@ -261,9 +261,13 @@ def _reduce_to_main(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+MODEL_NAMES = {"user_factors": "u_weight.weight", "item_factors": "i_weight.weight", "user_bias": "u_bias.weight",
+               "item_bias": "i_bias.weight"}
+"""The sharded tables under ``DotProductBias``'s parameter names."""
+
+
 def _full_tables(model: DotProductBias) -> dict[str, torch.Tensor]:
-    return {"user_factors": model.u_weight.weight.detach(), "item_factors": model.i_weight.weight.detach(),
-            "user_bias": model.u_bias.weight.detach(), "item_bias": model.i_bias.weight.detach()}
+    return {name: model.get_parameter(param).detach() for name, param in MODEL_NAMES.items()}
 
 
 LOCAL_NAMES = {"user_factors": "u", "item_factors": "i", "user_bias": "bu", "item_bias": "bi"}
@@ -297,9 +301,9 @@ class ShardedEngine:
         reduced as sums (:meth:`~collabkit.training.Learner.reduce_metrics`)."""
         if not learn.dls.valid.n:
             return [float("nan")] * (1 + len(learn.metrics))
-        parts = list(learn.valid_share())  # this rank's contiguous share, in the loader's batches
-        x = torch.cat([xb for xb, _ in parts]) if parts else learn.dls.valid.x[:0]
-        y = torch.cat([yb for _, yb in parts]) if parts else learn.dls.valid.y[:0]
+        valid = learn.dls.valid
+        lo, hi = distributed.row_range(valid.n)  # this rank's contiguous share
+        x, y = valid.x[lo:hi], valid.y[lo:hi]
         # every rank must make the same number of lookups (each is a collective): as many as the largest share needs
         largest = -(-learn.dls.valid.n // self.tables.world)
         n_parts = max(1, -(-largest // max(learn.dls.valid.bs, 8192)))
@@ -314,8 +318,7 @@ class ShardedEngine:
 
     def load(self, tables: dict[str, torch.Tensor], accumulators: dict[str, torch.Tensor]) -> None:
         """Take this rank's rows of a checkpoint's whole tables and accumulators."""
-        by_name = {"user_factors": tables["u_weight.weight"], "item_factors": tables["i_weight.weight"],
-                   "user_bias": tables["u_bias.weight"], "item_bias": tables["i_bias.weight"]}
+        by_name = {name: tables[param] for name, param in MODEL_NAMES.items()}
         self.tables._set_local(by_name, {name: accumulators[local] for name, local in LOCAL_NAMES.items()})
 
     def finish(self) -> None:
@@ -328,5 +331,4 @@ class ShardedEngine:
 
 def _as_model_tables(tables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The sharded tables under ``DotProductBias``'s parameter names."""
-    return {"u_weight.weight": tables["user_factors"], "i_weight.weight": tables["item_factors"],
-            "u_bias.weight": tables["user_bias"], "i_bias.weight": tables["item_bias"]}
+    return {param: tables[name] for name, param in MODEL_NAMES.items()}
