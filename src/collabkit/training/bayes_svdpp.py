@@ -190,6 +190,7 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
     z_term = torch.zeros(n_items, d, dtype=torch.float64)
     lam_y = lam_z = lam_bu = lam_bi = 1.0
     b_u, b_i = np.zeros(n_users), np.zeros(n_items)
+    bias_sum = torch.zeros(n, dtype=torch.float64)  # b_u + b_i of every training pair
     g, h, alpha = torch.ones(n_users, dtype=torch.float64), torch.ones(n_items, dtype=torch.float64), 2.0
     users_t, items_t = t(users), t(items)
     v_users, v_items = valid.x[:, 0].cpu().long(), valid.x[:, 1].cpu().long()
@@ -209,17 +210,19 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
         for sweep in range(config.sweeps):
             chain.begin()
             # the biases given the factors; then the targets of the factors' draws
-            dot = (P[users_t] * Q[items_t]).sum(1)
             if config.biases:
                 weights = (alpha * g[users_t] * h[items_t]).numpy()
-                residual = (centred - dot).numpy()
+                residual = (centred - (P[users_t] * Q[items_t]).sum(1)).numpy()
                 b_u = _bias_draw(residual - b_i[items], users, n_users, weights, lam_bu, rng.standard_normal(n_users))
                 b_i = _bias_draw(residual - b_u[users], items, n_items, weights, lam_bi, rng.standard_normal(n_items))
                 lam_bu = rng.gamma(1.0 + n_users / 2) / (1.0 + float(b_u @ b_u) / 2)
                 lam_bi = rng.gamma(1.0 + n_items / 2) / (1.0 + float(b_i @ b_i) / 2)
-            target = centred - t(b_u[users] + b_i[items])
-            by_user.set_targets(target)
-            by_item.set_targets(target)
+                bias_sum = t(b_u[users] + b_i[items])
+                by_user.set_targets(centred - bias_sum)
+                by_item.set_targets(centred - bias_sum)
+            elif sweep == 0:  # biases fixed at zero: the targets never change
+                by_user.set_targets(centred)
+                by_item.set_targets(centred)
 
             # users: P given Q (prior mean μ_p + X Y), then g, then Y given P
             prec, mean, prec_mean = prior(P, y_term)
@@ -248,8 +251,7 @@ def fit_bayes_svdpp(learn, config: SVDppConfig = SVDppConfig(), seed: int = 0,
                 kept_q.append(Q_mean)
                 kept_bu.append(b_u)
                 kept_bi.append(b_i)
-                biases = t(b_u[users] + b_i[items])
-                train_sum += biases + (P[users_t] * Q_mean[items_t]).sum(1)
+                train_sum += bias_sum + (P[users_t] * Q_mean[items_t]).sum(1)
                 valid_sum += t(b_u)[v_users] + t(b_i)[v_items] + (P[v_users] * Q_mean[v_items]).sum(1)
             if chain.due(sweep, len(kept_p)):
                 s = len(kept_p)
