@@ -146,6 +146,7 @@ def test_the_stored_model_is_the_posterior_mean_the_sampler_reported(planted):
     config = TrainConfig(solver="bayes-svdpp", n_factors=4, sweeps=20, burn_in=8, thin=2, seed=0)
     learn = train(config, frame.iloc[train_idx], frame.iloc[valid_idx])
     assert learn.model.u_weight.embedding_dim == SVDppConfig(n_factors=4, sweeps=20, burn_in=8, thin=2).model_factors
+    assert learn.model.u_weight.embedding_dim == 4 * 6  # 4 factors × the 6 samples kept of sweeps 9..20, every 2nd
     preds, targets = learn.get_preds()
     np.testing.assert_allclose(float(((preds - targets) ** 2).mean()), learn.recorder.values[-1][1], rtol=1e-5)
     assert rmse(preds, targets) < 0.3  # the planted noise is 0.25

@@ -79,6 +79,14 @@ def test_a_solver_honours_the_callbacks_validates_like_the_learner_and_saves(pla
     np.testing.assert_allclose(loaded.predict_values(users, items)[0], rec.predict_values(users, items)[0], rtol=1e-5)
 
 
+READS = {
+    "sgd": {"bs", "epochs", "layers", "lr", "model", "n_factors", "patience", "wd", "wd_mode", "y_range"},
+    "bayes": {"burn_in", "n_factors", "sweeps", "thin"},
+    "bayes-svdpp": {"burn_in", "n_factors", "sweeps", "thin"},
+    "sparse": {"bs", "epochs", "lr", "n_factors", "wd"},
+}
+
+
 @pytest.mark.parametrize("name", list(SOLVERS))
 def test_a_solver_has_frozen_settings_of_its_own_and_refuses_options_it_does_not_read(name):
     solver = SOLVERS[name]
@@ -88,6 +96,7 @@ def test_a_solver_has_frozen_settings_of_its_own_and_refuses_options_it_does_not
         settings.n_factors = 3
     record = TrainConfig(solver=name).record()
     assert record["solver"] == name and set(record) == {"solver", "seed", "threads", *options(solver)}
+    assert set(options(solver)) == READS[name]  # written out: what each solver's settings class reads
     for other in {o for s in SOLVERS.values() for o in options(s)} - set(options(solver)):
         value = {"layers": (4,), "y_range": (0.0, 5.0), "model": "dot", "wd_mode": "l2"}.get(other, 2)
         with pytest.raises(ValueError, match=f"{other} does not apply to the {name} solver"):
