@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 MARK = "BENCH "
 
 
@@ -73,24 +75,23 @@ def worker(train_args: list[str]) -> None:
 
     bayes.gibbs_sweep = timed_sweep
     distributed.all_gather_rows = counted_gather
-    with tempfile.TemporaryDirectory() as out:
-        status = main(["train", *train_args, "--no-progress", "--show", "0", "--ranker", "none", "--out",
-                       f"{out}/model"])
-        if status != 0:
-            raise SystemExit(status)
-        if os.environ.get("RANK", "0") == "0":  # (the process group is gone by now)
-            info = json.loads(Path(out, "model", "config.json").read_text())["info"]
-            sweeps = len(sweep_seconds)
-            print(MARK + json.dumps({
-                "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-                "valid_rmse": info["valid_rmse"],
-                "sweeps": sweeps,
-                "sweep_s": statistics.median(sweep_seconds[1:] or sweep_seconds),
-                **{k: v / sweeps for k, v in exchanged.items()},
-            }), flush=True)
+    model_dir = os.environ["BENCH_MODEL_DIR"]  # (the parent compares the saved models)
+    status = main(["train", *train_args, "--no-progress", "--show", "0", "--ranker", "none", "--out", model_dir])
+    if status != 0:
+        raise SystemExit(status)
+    if os.environ.get("RANK", "0") == "0":  # (the process group is gone by now)
+        info = json.loads(Path(model_dir, "config.json").read_text())["info"]
+        sweeps = len(sweep_seconds)
+        print(MARK + json.dumps({
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "valid_rmse": info["valid_rmse"],
+            "sweeps": sweeps,
+            "sweep_s": statistics.median(sweep_seconds[1:] or sweep_seconds),
+            **{k: v / sweeps for k, v in exchanged.items()},
+        }), flush=True)
 
 
-def run(nproc: int, train_args: list[str]) -> dict:
+def run(nproc: int, train_args: list[str], model_dir: Path) -> dict:
     here = str(Path(__file__).resolve())
     if nproc == 1:
         command = [sys.executable, here, "--worker", *train_args]
@@ -98,7 +99,7 @@ def run(nproc: int, train_args: list[str]) -> dict:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
                    here, "--worker", *train_args]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "BENCH_MODEL_DIR": str(model_dir)})
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     result = next(json.loads(line[len(MARK):]) for line in done.stdout.splitlines() if line.startswith(MARK))
@@ -125,10 +126,20 @@ def main() -> None:
     print("| processes | valid RMSE | Gibbs sweep (median s) | in all_gather (mean s) | "
           "payload sent / received per rank per sweep | written to the sockets per rank per sweep | whole run (s) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    for nproc in args.nproc:
-        r = run(nproc, train_args)
-        print(f"| {nproc} | {r['valid_rmse']:.4f} | {r['sweep_s']:.3f} | {r['seconds']:.3f} | {r['sent'] / 1e3:,.0f} kB / "
-              f"{r['received'] / 1e3:,.0f} kB | {r['wire_sent'] / 1e3:,.0f} kB | {r['wall_s']:.1f} |", flush=True)
+    with tempfile.TemporaryDirectory() as out:
+        models = {}
+        for nproc in args.nproc:
+            models[nproc] = Path(out, f"nproc{nproc}")
+            r = run(nproc, train_args, models[nproc])
+            print(f"| {nproc} | {r['valid_rmse']:.4f} | {r['sweep_s']:.3f} | {r['seconds']:.3f} | "
+                  f"{r['sent'] / 1e3:,.0f} kB / {r['received'] / 1e3:,.0f} kB | {r['wire_sent'] / 1e3:,.0f} kB "
+                  f"| {r['wall_s']:.1f} |", flush=True)
+        first, *others = args.nproc
+        reference = load_file(models[first] / "model.safetensors")
+        for nproc in others:
+            weights = load_file(models[nproc] / "model.safetensors")
+            largest = max(float((weights[name] - reference[name]).abs().max()) for name in reference)
+            print(f"largest weight difference, {nproc} processes against {first}: {largest:.3g}")
 
 
 if __name__ == "__main__":
