@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from collabkit.data.history import RatingHistory
+from collabkit.data.history import RatingHistory, is_csr
 from collabkit.data.interactions import Interactions
 from collabkit.data.vocab import Vocabulary
 from collabkit.errors import ConfigError, ModelFileError
@@ -405,10 +404,7 @@ def _load_history(path: Path, config: dict, n_users: int, n_items: int) -> Ratin
         len(history.indptr) != n_users + 1
         or len(history.item_trained) != n_items
         or len(history.user_trained) != n_users
-        or (len(history.indices) and (history.indices.max() >= n_items or history.indices.min() < 0))
-        or history.indptr[0] != 0
-        or history.indptr[-1] != len(history.indices)
-        or (np.diff(history.indptr) < 0).any()
+        or not is_csr(history.indptr, history.indices, n_items)
         or (history.item_counts < 0).any()
     ):
         raise ModelFileError(f"{str(history_path)!r} does not match vocab.json ({n_users} users, {n_items} items)")

@@ -17,6 +17,15 @@ import numpy as np
 import torch
 
 
+def is_csr(indptr: np.ndarray, indices: np.ndarray, n_cols: int) -> bool:
+    """Whether ``indptr`` and ``indices`` describe a sparse rows × ``n_cols`` matrix (CSR): ``indptr`` starts at
+    0, never falls and ends at ``len(indices)``, and every column index is in ``[0, n_cols)``."""
+    return bool(
+        len(indptr) > 0 and indptr[0] == 0 and indptr[-1] == len(indices) and not (np.diff(indptr) < 0).any()
+        and not (len(indices) and (indices.min() < 0 or indices.max() >= n_cols))
+    )
+
+
 def entry_rows(indptr: np.ndarray) -> np.ndarray:
     """The row of every stored entry of a CSR matrix with row pointers ``indptr``."""
     return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from collabkit.data.history import entry_rows, gather_rows
+from collabkit.data.history import entry_rows, gather_rows, is_csr
 from collabkit.errors import ConfigError, DataError
 
 
@@ -136,12 +136,6 @@ class Interactions:
             int(tensors["n_items"][0]),
             float(tensors["offset"][0]),
         )
-        if (
-            out.indptr[0] != 0
-            or out.indptr[-1] != out.nnz
-            or len(out.values) != out.nnz
-            or (out.nnz and (out.indices.min() < 0 or out.indices.max() >= out.n_items))
-            or (np.diff(out.indptr) < 0).any()
-        ):
+        if len(out.values) != len(out.indices) or not is_csr(out.indptr, out.indices, out.n_items):
             raise ConfigError("the interaction arrays do not describe a users x items matrix")
         return out
