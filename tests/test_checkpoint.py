@@ -95,6 +95,8 @@ def test_a_sparse_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_on
     assert len(resumed.recorder.values) == 4
     for a, b in zip(resumed.model.parameters(), whole.model.parameters()):
         torch.testing.assert_close(a, b)
+    with pytest.raises(ModelFileError, match="is a checkpoint of the sparse solver, not of --solver sgd"):
+        fresh(planted).resume(tmp_path / "ck.pt")  # each solver reads only its own checkpoints
     other = TrainConfig(solver="sparse", n_factors=4, epochs=4, bs=256)
     with pytest.raises(ValueError, match="resume with the same settings"):
         resume(prepare(other, planted.iloc[:2000], planted.iloc[2000:2400]), other, tmp_path / "ck.pt")

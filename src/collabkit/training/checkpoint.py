@@ -9,6 +9,7 @@ target and renamed over it, so an interruption leaves the previous checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import tempfile
@@ -37,8 +38,9 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`; a missing or corrupt file names itself."""
+def load_checkpoint(path: str | Path, solver: str | None = None) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`; a missing or corrupt file names itself, and so
+    does one of another solver than ``solver`` (when given)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"no checkpoint at {str(path)!r}")
@@ -48,7 +50,38 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ModelFileError(f"checkpoint {str(path)!r} is corrupt or not a collabkit checkpoint: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ModelFileError(f"{str(path)!r} is not a {CHECKPOINT_FORMAT} checkpoint")
+    kind = state.get("solver", "sgd")  # (sgd checkpoints had no "solver" at first)
+    if solver is not None and kind != solver:
+        raise ModelFileError(f"{str(path)!r} is a checkpoint of the {kind} solver, not of --solver {solver}")
     return state
+
+
+def run_state(learn, solver: str, epochs_done: int, n_epoch: int, **parts) -> dict:
+    """A checkpoint of ``learn``'s run by ``solver``: what every solver's checkpoint holds (the epochs, the
+    training rows' fingerprint, the shuffling generator, the history) and the solver's own ``parts``."""
+    generator = learn.dls.train.generator
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "solver": solver,
+        "epochs_done": epochs_done,
+        "n_epoch": n_epoch,
+        "data": data_fingerprint(learn.dls.train),
+        "generator": generator.get_state() if generator is not None else None,
+        "recorder": dataclasses.asdict(learn.recorder),
+        **parts,
+    }
+
+
+def restore_run(learn, state: dict) -> int:
+    """Put ``state``'s shuffling generator and history back into ``learn``; the number of epochs done.
+    (The solver restores its own parts, after :func:`check_same_data`.)"""
+    from collabkit.training.recorder import Recorder
+
+    generator = learn.dls.train.generator
+    if state["generator"] is not None and generator is not None:
+        generator.set_state(state["generator"])
+    learn.recorder = Recorder.from_dict(state["recorder"])
+    return int(state["epochs_done"])
 
 
 def data_fingerprint(train) -> dict:

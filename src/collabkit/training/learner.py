@@ -31,13 +31,7 @@ from collabkit.data.loaders import CollabDataLoaders, IndexBatches
 from collabkit.data.ratings import check_y_range
 from collabkit.errors import ConfigError, DataError, ModelFileError, TrainingDivergedError
 from collabkit.training.callbacks import Callback, CancelFitException, ProgressCallback
-from collabkit.training.checkpoint import (
-    CHECKPOINT_FORMAT,
-    check_same_data,
-    data_fingerprint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from collabkit.training.checkpoint import check_same_data, load_checkpoint, restore_run, run_state, save_checkpoint
 from collabkit.training.losses import MSELossFlat
 from collabkit.training.lr_find import SUGGESTIONS, LRFinderResult
 from collabkit.training.optim import (
@@ -207,9 +201,7 @@ class Learner:
 
     def resume(self, path: str, cbs=None) -> None:
         """Continue the run saved in checkpoint ``path`` where it stopped, writing further checkpoints there."""
-        state = load_checkpoint(path)
-        if "schedule" not in state:
-            raise ModelFileError(f"{str(path)!r} is a checkpoint of --solver {state.get('solver')}, not of the sgd solver")
+        state = load_checkpoint(path, "sgd")
         self._run(state["n_epoch"], ScheduleSpec(**state["schedule"]), state["wd"], cbs, path, resume=state)
 
     def _run(
@@ -345,21 +337,9 @@ class Learner:
         return self._ddp
 
     def _state(self, epochs_done: int, n_epoch: int, spec: ScheduleSpec, wd: float, opt, schedule) -> dict:
-        generator = self.dls.train.generator
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "epochs_done": epochs_done,
-            "n_epoch": n_epoch,
-            "schedule": dataclasses.asdict(spec),
-            "wd": wd,
-            "wd_mode": self.wd_mode,
-            "data": data_fingerprint(self.dls.train),
-            "model": self.model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": schedule.state_dict() if schedule is not None else None,
-            "generator": generator.get_state() if generator is not None else None,
-            "recorder": dataclasses.asdict(self.recorder),
-        }
+        return run_state(self, "sgd", epochs_done, n_epoch, schedule=dataclasses.asdict(spec), wd=wd,
+                         wd_mode=self.wd_mode, model=self.model.state_dict(), optimizer=opt.state_dict(),
+                         scheduler=schedule.state_dict() if schedule is not None else None)
 
     def _restore(self, state: dict, opt, schedule) -> int:
         check_same_data(state, self.dls.train)
@@ -372,10 +352,7 @@ class Learner:
             raise ModelFileError(f"the checkpoint does not fit this model or optimizer: {exc}") from exc
         if schedule is not None and state["scheduler"] is not None:
             schedule.load_state_dict(state["scheduler"])
-        if state["generator"] is not None and self.dls.train.generator is not None:
-            self.dls.train.generator.set_state(state["generator"])
-        self.recorder = Recorder.from_dict(state["recorder"])
-        return int(state["epochs_done"])
+        return restore_run(self, state)
 
     # --- evaluation -------------------------------------------------------------
     def get_preds(self, ds_idx: int = 1, dl: IndexBatches | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,7 +40,6 @@ user biases at the end, so the result is an ordinary ``DotProductBias``
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -55,14 +54,7 @@ from collabkit import distributed
 from collabkit.errors import ConfigError, ModelFileError, TrainingDivergedError
 from collabkit.models import DotProductBias
 from collabkit.models.layers import positive_int
-from collabkit.training.checkpoint import (
-    CHECKPOINT_FORMAT,
-    check_same_data,
-    data_fingerprint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from collabkit.training.recorder import Recorder
+from collabkit.training.checkpoint import check_same_data, load_checkpoint, restore_run, run_state, save_checkpoint
 
 if TYPE_CHECKING:
     from collabkit.training.sharded import ShardedEngine
@@ -276,7 +268,7 @@ def fit_sparse(
     as torch's engine. After every epoch the recorder gets
     ``[train_mse, valid_mse, *metrics]`` and the learner's callbacks see the
     epoch; with ``checkpoint``, rank 0 then writes the whole state there
-    (:func:`sparse_state`). ``resume`` is such a state (:func:`load_sparse_state`),
+    (:func:`sparse_state`). ``resume`` is such a state (``load_checkpoint(path, "sparse")``),
     from any number of processes with the same ``bs``.
     """
     model = learn.model
@@ -347,29 +339,11 @@ _STATE_KIND = "sparse"
 
 def sparse_state(learn, engine, epochs_done: int, n_epoch: int, hyper: dict) -> dict:
     """A checkpoint of a sparse run: whole tables and accumulators (under the local solver's names), the
-    shuffling generator, the hyperparameters and the history; plain tensors and containers only."""
+    hyperparameters, and what every checkpoint holds (:func:`~collabkit.training.checkpoint.run_state`)."""
     tables, accumulators = engine.state()
-    generator = learn.dls.train.generator
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "solver": _STATE_KIND,
-        "epochs_done": epochs_done,
-        "n_epoch": n_epoch,
-        "hyper": hyper,
-        "data": data_fingerprint(learn.dls.train),
-        "model": {name: t.cpu() for name, t in tables.items()},
-        "accumulators": {name: a.cpu() for name, a in accumulators.items()},
-        "generator": generator.get_state() if generator is not None else None,
-        "recorder": dataclasses.asdict(learn.recorder),
-    }
-
-
-def load_sparse_state(path: str | Path) -> dict:
-    """Read a checkpoint written by a sparse run (:func:`sparse_state`); another solver's names itself."""
-    state = load_checkpoint(path)
-    if state.get("solver") != _STATE_KIND:
-        raise ModelFileError(f"{str(path)!r} is a checkpoint of the sgd solver, not of --solver sparse")
-    return state
+    return run_state(learn, _STATE_KIND, epochs_done, n_epoch, hyper=hyper,
+                     model={name: t.cpu() for name, t in tables.items()},
+                     accumulators={name: a.cpu() for name, a in accumulators.items()})
 
 
 def _restore(learn, engine, state: dict, hyper: dict, epochs: int) -> int:
@@ -388,11 +362,7 @@ def _restore(learn, engine, state: dict, hyper: dict, epochs: int) -> int:
         engine.load(state["model"], state["accumulators"])
     except (KeyError, RuntimeError, IndexError) as exc:
         raise ModelFileError(f"the checkpoint does not fit this model (other data or --n-factors?): {exc}") from exc
-    generator = learn.dls.train.generator
-    if state["generator"] is not None and generator is not None:
-        generator.set_state(state["generator"])
-    learn.recorder = Recorder.from_dict(state["recorder"])
-    return int(state["epochs_done"])
+    return restore_run(learn, state)
 
 
 class RowSparseSolver:
@@ -416,7 +386,7 @@ class RowSparseSolver:
 
     def resume(self, learn, settings: SparseConfig, seed: int, checkpoint) -> None:
         fit_sparse(learn, epochs=settings.epochs, lr=settings.lr, reg=settings.reg, seed=seed,
-                   checkpoint=checkpoint, resume=load_sparse_state(checkpoint))
+                   checkpoint=checkpoint, resume=load_checkpoint(checkpoint, _STATE_KIND))
 
 
 ROW_SPARSE = RowSparseSolver()
