@@ -113,7 +113,7 @@ def test_bayesian_pmf_recovers_planted_ratings(planted):
     learn = train(config, frame.iloc[:cut], frame.iloc[cut:])
     valid_rmse = learn.recorder.values[-1][2]
     assert valid_rmse < 1.25 * 0.25  # the planted noise level
-    assert learn.model.u_weight.embedding_dim == config.bayes().model_factors == 60
+    assert learn.model.u_weight.embedding_dim == config.settings().model_factors == 60
 
 
 def _sgd(groups, lr, wd, decouple_wd):

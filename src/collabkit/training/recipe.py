@@ -78,12 +78,6 @@ class TrainConfig:
         """The solver's own frozen settings: the options given here, its defaults for the rest."""
         return solvers.settings_from(SOLVERS[self.solver], self)
 
-    def bayes(self):
-        """The Gibbs sampler's settings (``solver="bayes"``)."""
-        if self.solver != "bayes":
-            raise ConfigError(f"this config's solver is {self.solver!r}, not 'bayes'")
-        return self.settings()
-
     def record(self) -> dict[str, Any]:
         """What the run used, as a model's info records it: solver, seed, threads and every option the solver
         reads, resolved (under this class's names)."""

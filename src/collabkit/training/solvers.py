@@ -88,27 +88,26 @@ VALIDATION_BS = 1024
 """Batch size of the loaders of a solver whose settings have no ``bs`` (they only validate)."""
 
 
+def _option_fields(solver: Solver) -> list[tuple[str, str]]:
+    """``(settings field, TrainConfig field)`` of every option ``solver``'s settings class reads."""
+    return [(f.name, solver.renamed.get(f.name, f.name)) for f in dataclasses.fields(solver.settings_class)
+            if f.metadata.get("option", True)]
+
+
 def options(solver: Solver) -> tuple[str, ...]:
     """The :class:`TrainConfig` fields ``solver`` reads."""
-    return tuple(solver.renamed.get(f.name, f.name) for f in dataclasses.fields(solver.settings_class)
-                 if f.metadata.get("option", True))
+    return tuple(option for _, option in _option_fields(solver))
 
 
 def settings_from(solver: Solver, config: TrainConfig) -> Any:
     """``solver``'s frozen settings: the fields ``config`` sets, the solver's defaults for the rest."""
-    given = {}
-    for f in dataclasses.fields(solver.settings_class):
-        if f.metadata.get("option", True):
-            value = getattr(config, solver.renamed.get(f.name, f.name))
-            if value is not None:
-                given[f.name] = value
-    return solver.settings_class(**given)
+    given = {name: getattr(config, option) for name, option in _option_fields(solver)}
+    return solver.settings_class(**{name: value for name, value in given.items() if value is not None})
 
 
 def record(solver: Solver, settings: Any) -> dict[str, Any]:
     """The settings under the :class:`TrainConfig` names, as a model's info records them."""
-    return {solver.renamed.get(f.name, f.name): getattr(settings, f.name)
-            for f in dataclasses.fields(solver.settings_class) if f.metadata.get("option", True)}
+    return {option: getattr(settings, name) for name, option in _option_fields(solver)}
 
 
 def batch_size(settings: Any) -> int:
