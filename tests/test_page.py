@@ -263,6 +263,34 @@ def test_a_server_error_shows_a_readable_message(browser, servers):
         p.close()
 
 
+def test_a_reloaded_model_shows_on_the_next_request_and_an_unchanged_one_is_not_fetched_again(browser, tmp_path):
+    """Each refresh asks /health whether the model was reloaded; /model (the card, the whole training record)
+    is fetched again only when it was."""
+    import httpx
+
+    from collabkit.serve import create_app
+
+    rating_model(tmp_path / "model")
+    with ThreadServer(create_app(tmp_path / "model", reload_token="secret")) as server:
+        p = Page(browser, server.url)
+        try:
+            fetched: list[str] = []
+            p.page.on("request", lambda r: fetched.append(r.url) if r.url.endswith("/model") else None)
+            p.open()
+            title = p.add("Group 1 film 33")
+            p.rate(title, 1)
+            _wait_for_recommendations(p)
+            assert len(fetched) == 1  # the card at start; the refreshes asked /health
+            before = p.page.inner_text("#identity")
+            time.sleep(1.1)  # (loaded_at is to the second)
+            httpx.post(f"{server.url}reload", headers={"Authorization": "Bearer secret"}).raise_for_status()
+            p.rate(title, 2)  # a refresh: it finds the reload
+            p.page.wait_for_function("b => document.querySelector('#identity').textContent !== b", arg=before)
+            assert len(fetched) == 2 and p.errors == []
+        finally:
+            p.close()
+
+
 def test_a_model_without_item_factors_offers_seen_and_liked_and_no_map(browser, servers):
     p = Page(browser, servers["implicit"].url).open()
     try:

@@ -288,6 +288,13 @@ function renderErrors() {
 // --- the model ----------------------------------------------------------------------------------
 async function loadModel() {
   try {
+    if (state.model) {  // the card changes only with a reload, which /health's small answer shows
+      const health = await api("health");
+      if (health.loaded_at === state.model.loaded_at) {
+        report("model", null);
+        return false;
+      }
+    }
     const model = await api("model");
     const changed = !state.model || state.model.loaded_at !== model.loaded_at;
     state.model = model;
